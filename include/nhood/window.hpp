@@ -1,0 +1,108 @@
+// The neighborhood window rule, in one place, for host and device code.
+//
+// Every backend (CPU reference, CPU fused, CUDA kernels) and every tiling
+// helper derives its windows from `window_in_group`; nothing else in nhood
+// restates the rule. Semantics follow NATTEN (DESIGN.md section 1).
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define NHOOD_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define NHOOD_HOST_DEVICE inline
+#endif
+
+namespace nhood {
+
+// Window parameters of one spatial axis. Unit axes (used to express 1-D and
+// 2-D problems as 3-D ones) have length 1 and kernel/stride/dilation 1.
+struct AxisWindow {
+  int64_t length = 1;
+  int32_t kernel = 1;
+  int32_t stride = 1;
+  int32_t dilation = 1;
+  bool causal = false;
+};
+
+// A half-open range [begin, end).
+struct IndexRange {
+  int64_t begin = 0;
+  int64_t end = 0;
+  NHOOD_HOST_DEVICE int64_t size() const { return end - begin; }
+};
+
+namespace detail {
+NHOOD_HOST_DEVICE int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+NHOOD_HOST_DEVICE int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+}  // namespace detail
+
+// Number of positions in dilation group g (tokens g, g+d, g+2d, ...).
+NHOOD_HOST_DEVICE int64_t group_length(const AxisWindow& a, int64_t g) {
+  return (a.length - g + a.dilation - 1) / a.dilation;
+}
+
+// THE window rule. For a query at position p of a dilation group of length
+// lg, the keys it attends are the group positions [begin, end). Both begin
+// and end are non-decreasing in p; tiling code relies on that (the union of
+// windows of consecutive queries is one contiguous range).
+NHOOD_HOST_DEVICE IndexRange window_in_group(const AxisWindow& a, int64_t p, int64_t lg) {
+  const int64_t k = a.kernel;
+  const int64_t s = a.stride;
+  if (a.causal) {
+    const int64_t leader = detail::min64((p / s) * s + s - 1, lg - 1);
+    const int64_t begin = detail::max64(leader - k + 1, 0);
+    return {begin, detail::min64(p + 1, lg)};
+  }
+  const int64_t left = k / 2;
+  const int64_t right = k - 1 - left;
+  const int64_t leader = detail::min64((p / s) * s + s / 2, lg - 1);
+  int64_t begin = detail::max64(leader - left, 0);
+  // Windows never shrink at the far border: they shift inward.
+  if (leader + right >= lg) begin += lg - right - leader - 1;
+  return {begin, begin + k};
+}
+
+// Window of token i along one axis, as token indices: the query attends
+// tokens first + dilation * j for j in [0, count).
+struct AxisNeighborhood {
+  int64_t first = 0;
+  int64_t count = 0;
+  int64_t step = 1;
+};
+
+NHOOD_HOST_DEVICE AxisNeighborhood token_window(const AxisWindow& a, int64_t i) {
+  const int64_t g = i % a.dilation;
+  const IndexRange r = window_in_group(a, i / a.dilation, group_length(a, g));
+  return {g + r.begin * a.dilation, r.size(), a.dilation};
+}
+
+// The queries of one dilation group that attend key position j of that group:
+// a contiguous range of group positions, because window begin/end are
+// monotone in the query position. Found by binary search over the rule.
+NHOOD_HOST_DEVICE IndexRange inverse_window_in_group(const AxisWindow& a, int64_t j, int64_t lg) {
+  // first p with window end > j
+  int64_t lo = 0, hi = lg;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) / 2;
+    if (window_in_group(a, mid, lg).end > j) hi = mid; else lo = mid + 1;
+  }
+  const int64_t first = lo;
+  // first p with window begin > j
+  hi = lg;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) / 2;
+    if (window_in_group(a, mid, lg).begin > j) hi = mid; else lo = mid + 1;
+  }
+  return {first, lo};
+}
+
+// Inverse neighborhood of key token i along one axis, as token indices:
+// queries first + dilation * j for j in [0, count).
+NHOOD_HOST_DEVICE AxisNeighborhood token_inverse_window(const AxisWindow& a, int64_t i) {
+  const int64_t g = i % a.dilation;
+  const IndexRange r = inverse_window_in_group(a, i / a.dilation, group_length(a, g));
+  return {g + r.begin * a.dilation, r.size(), a.dilation};
+}
+
+}  // namespace nhood
