@@ -11,8 +11,6 @@ using detail::shape_string;
 
 namespace {
 
-const char* kAxisNames = "spatial axis ";
-
 void expect_ndim(const TensorView& t, const char* name, int ndim, const char* layout) {
   if (t.ndim != ndim)
     fail(ErrorKind::value, name, " must have ", ndim, " dimensions ", layout, ", got shape ",
@@ -45,14 +43,14 @@ void validate_problem(const Problem& p) {
   for (int i = 0; i < p.rank; ++i) {
     const int64_t length = p.spatial[i];
     const int32_t k = p.kernel_size[i], s = p.stride[i], d = p.dilation[i];
-    if (length < 1) fail(ErrorKind::value, "input size along ", kAxisNames, i, " must be >= 1, got ", length);
+    if (length < 1) fail(ErrorKind::value, "input size along spatial axis ", i, " must be >= 1, got ", length);
     if (k < 1) fail(ErrorKind::value, "kernel_size[", i, "] must be >= 1, got ", k);
     if (d < 1) fail(ErrorKind::value, "dilation[", i, "] must be >= 1, got ", d);
     if (s < 1) fail(ErrorKind::value, "stride[", i, "] must be >= 1, got ", s);
     if (s > k) fail(ErrorKind::value, "stride[", i, "] (", s, ") must be <= kernel_size[", i, "] (", k, ")");
     if (int64_t(k) * d > length)
       fail(ErrorKind::value, "kernel_size[", i, "] * dilation[", i, "] (", k, " * ", d, " = ", int64_t(k) * d,
-           ") must be <= the input size along ", kAxisNames, i, " (", length, ")");
+           ") must be <= the input size along spatial axis ", i, " (", length, ")");
   }
 }
 
