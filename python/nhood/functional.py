@@ -68,9 +68,27 @@ def _na_backward(rank, query, key, value, out, lse, d_out, kernel_size, stride, 
     return tuple(lib.finish(g) for g in grads)
 
 
+def _torch_graph(query, key, value, additional_keys, additional_values, out) -> bool:
+    """Whether a torch call needs nhood's registered custom ops (autograd,
+    torch.compile, autocast) instead of the direct path. Imported lazily so
+    that `import nhood` never imports torch."""
+    from .torch.functional import wants_graph
+    if not wants_graph(query, key, value, additional_keys, additional_values):
+        return False
+    if out is not None:
+        raise ValueError("out= cannot be used when autograd, torch.compile or autocast applies; "
+                         "call without out= (nhood allocates the output)")
+    return True
+
+
 def _make_forward(rank):
     def na(query, key, value, kernel_size, stride=1, dilation=1, is_causal=False, scale=None,
            additional_keys=None, additional_values=None, return_lse=False, backend=None, out=None):
+        if _arrays.adapter(query).name == "torch" and _torch_graph(query, key, value, additional_keys,
+                                                                   additional_values, out):
+            from .torch import functional as torch_na
+            return torch_na.na(rank, query, key, value, kernel_size, stride, dilation, is_causal, scale,
+                               additional_keys, additional_values, return_lse, backend)
         return _na_forward(rank, query, key, value, kernel_size, stride, dilation, is_causal, scale,
                            additional_keys, additional_values, return_lse, backend, out)
 
