@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 from . import _core
+from ._cmake import cmake_dir
 from .functional import (attention, attention_backward, merge_attentions, na1d, na1d_backward, na2d,
                          na2d_backward, na3d, na3d_backward)
 
 __version__ = "0.1.0"
 __all__ = ["na1d", "na2d", "na3d", "na1d_backward", "na2d_backward", "na3d_backward", "attention",
-           "attention_backward", "merge_attentions", "backends", "cuda_available"]
+           "attention_backward", "merge_attentions", "backends", "cuda_available", "cmake_dir"]
 
 
 def cuda_available() -> bool:
