@@ -39,8 +39,8 @@ struct Params {
   Operand d_out, dq, dk, dv;
   TokenOperand d_add_k, d_add_v;
 
-  int64_t tokens() const { return axis[0].length * axis[1].length * axis[2].length; }
-  int64_t heads_per_kv() const { return heads / heads_kv; }
+  NHOOD_HOST_DEVICE int64_t tokens() const { return axis[0].length * axis[1].length * axis[2].length; }
+  NHOOD_HOST_DEVICE int64_t heads_per_kv() const { return heads / heads_kv; }
 };
 
 }  // namespace nhood::detail
