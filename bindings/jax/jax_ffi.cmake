@@ -13,6 +13,7 @@
 # headers runs with that jaxlib and newer ones. Nothing from XLA is vendored.
 # Included from CMakeLists.txt inside `if(SKBUILD)` after nanobind is found.
 
+set(_nhood_xla_source "NHOOD_XLA_FFI_INCLUDE_DIR")
 if(NOT NHOOD_XLA_FFI_INCLUDE_DIR AND DEFINED ENV{NHOOD_XLA_FFI_INCLUDE_DIR})
   set(NHOOD_XLA_FFI_INCLUDE_DIR "$ENV{NHOOD_XLA_FFI_INCLUDE_DIR}")
 endif()
@@ -24,6 +25,7 @@ if(NOT NHOOD_XLA_FFI_INCLUDE_DIR)
       RESULT_VARIABLE _nhood_xla_rc ERROR_QUIET)
     if(_nhood_xla_rc EQUAL 0 AND EXISTS "${_nhood_xla_dir}/xla/ffi/api/ffi.h")
       set(NHOOD_XLA_FFI_INCLUDE_DIR "${_nhood_xla_dir}")
+      set(_nhood_xla_source "import jax.ffi in ${Python_EXECUTABLE} ${_nhood_py_flags}")
       break()
     endif()
   endforeach()
@@ -32,7 +34,7 @@ set(NHOOD_XLA_FFI_INCLUDE_DIR "${NHOOD_XLA_FFI_INCLUDE_DIR}" CACHE PATH
     "Directory holding xla/ffi/api/ffi.h (jax.ffi.include_dir()); empty: look for jax")
 
 if(NHOOD_XLA_FFI_INCLUDE_DIR AND EXISTS "${NHOOD_XLA_FFI_INCLUDE_DIR}/xla/ffi/api/ffi.h")
-  message(STATUS "nhood: JAX FFI handlers ON (XLA FFI headers: ${NHOOD_XLA_FFI_INCLUDE_DIR})")
+  message(STATUS "nhood: JAX FFI handlers ON (XLA FFI headers: ${NHOOD_XLA_FFI_INCLUDE_DIR}, from ${_nhood_xla_source})")
   set(_nhood_jax_sources bindings/jax/module.cpp bindings/jax/cpu_handlers.cpp)
   if(NHOOD_WITH_CUDA)
     list(APPEND _nhood_jax_sources bindings/jax/cuda_handlers.cpp)
@@ -41,6 +43,9 @@ if(NHOOD_XLA_FFI_INCLUDE_DIR AND EXISTS "${NHOOD_XLA_FFI_INCLUDE_DIR}/xla/ffi/ap
   # SYSTEM: XLA's headers are not ours to warn about.
   target_include_directories(_jax_ffi SYSTEM PRIVATE "${NHOOD_XLA_FFI_INCLUDE_DIR}")
   target_link_libraries(_jax_ffi PRIVATE nhood)
+  if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+    target_compile_options(_jax_ffi PRIVATE -Wall -Wextra)
+  endif()
   if(NHOOD_WITH_CUDA)
     target_link_libraries(_jax_ffi PRIVATE CUDA::cudart_static)
   endif()
