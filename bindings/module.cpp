@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "nhood/nhood.hpp"
+#include "nhood/unfused.hpp"
 
 namespace nb = nanobind;
 
@@ -166,6 +167,108 @@ std::vector<std::string> backends(const std::string& device) {
   return names;
 }
 
+// ---- unfused QK/AV ops (nhood/unfused.hpp) -----------------------------------
+namespace unfused {
+
+nhood::WindowArgs window(int rank, const Ints& kernel, const Ints& stride, const Ints& dilation, const Bools& causal) {
+  return window_args(rank, kernel, stride, dilation, causal, std::nullopt);
+}
+
+void qk_forward(const Input& q, const Input& k, const Output& weights, const std::optional<Input>& rpb,
+                const std::optional<Input>& add_k, int rank, const Ints& kernel, const Ints& stride,
+                const Ints& dilation, const Bools& causal, const std::string& backend, uintptr_t stream) {
+  nhood::QKTensors t;
+  t.query = to_view(q, "query");
+  t.key = to_view(k, "key");
+  t.weights = to_view(weights, "weights");
+  const OptionalView rpb_v(rpb, "rpb"), add_k_v(add_k, "additional_keys");
+  t.rpb = rpb_v.get();
+  t.additional_keys = add_k_v.get();
+  const nhood::Problem problem =
+      nhood::make_qk_problem(window(rank, kernel, stride, dilation, causal), t.query, t.key, t.additional_keys);
+  const nhood::Options o = options(backend, stream, false);
+  nb::gil_scoped_release release;
+  nhood::qk_forward(problem, t, o);
+}
+
+void qk_backward(const Input& q, const Input& k, const Input& d_weights, const Output& dq, const Output& dk,
+                 const std::optional<Input>& add_k, const std::optional<Output>& d_add_k,
+                 const std::optional<Output>& d_rpb, int rank, const Ints& kernel, const Ints& stride,
+                 const Ints& dilation, const Bools& causal, const std::string& backend, uintptr_t stream,
+                 bool deterministic) {
+  nhood::QKBackwardTensors t;
+  t.query = to_view(q, "query");
+  t.key = to_view(k, "key");
+  t.d_weights = to_view(d_weights, "d_weights");
+  t.d_query = to_view(dq, "d_query");
+  t.d_key = to_view(dk, "d_key");
+  const OptionalView add_k_v(add_k, "additional_keys"), d_add_k_v(d_add_k, "d_additional_keys"),
+      d_rpb_v(d_rpb, "d_rpb");
+  t.additional_keys = add_k_v.get();
+  t.d_additional_keys = d_add_k_v.get();
+  t.d_rpb = d_rpb_v.get();
+  const nhood::Problem problem =
+      nhood::make_qk_problem(window(rank, kernel, stride, dilation, causal), t.query, t.key, t.additional_keys);
+  const nhood::Options o = options(backend, stream, deterministic);
+  nb::gil_scoped_release release;
+  nhood::qk_backward(problem, t, o);
+}
+
+void av_forward(const Input& weights, const Input& v, const Output& out, const std::optional<Input>& add_v, int rank,
+                const Ints& kernel, const Ints& stride, const Ints& dilation, const Bools& causal,
+                const std::string& backend, uintptr_t stream) {
+  nhood::AVTensors t;
+  t.weights = to_view(weights, "weights");
+  t.value = to_view(v, "value");
+  t.out = to_view(out, "out");
+  const OptionalView add_v_v(add_v, "additional_values");
+  t.additional_values = add_v_v.get();
+  const nhood::Problem problem =
+      nhood::make_av_problem(window(rank, kernel, stride, dilation, causal), t.weights, t.value, t.additional_values);
+  const nhood::Options o = options(backend, stream, false);
+  nb::gil_scoped_release release;
+  nhood::av_forward(problem, t, o);
+}
+
+void av_backward(const Input& weights, const Input& v, const Input& d_out, const Output& d_weights,
+                 const Output& d_value, const std::optional<Input>& add_v, const std::optional<Output>& d_add_v,
+                 int rank, const Ints& kernel, const Ints& stride, const Ints& dilation, const Bools& causal,
+                 const std::string& backend, uintptr_t stream, bool deterministic) {
+  nhood::AVBackwardTensors t;
+  t.weights = to_view(weights, "weights");
+  t.value = to_view(v, "value");
+  t.d_out = to_view(d_out, "d_out");
+  t.d_weights = to_view(d_weights, "d_weights");
+  t.d_value = to_view(d_value, "d_value");
+  const OptionalView add_v_v(add_v, "additional_values"), d_add_v_v(d_add_v, "d_additional_values");
+  t.additional_values = add_v_v.get();
+  t.d_additional_values = d_add_v_v.get();
+  const nhood::Problem problem =
+      nhood::make_av_problem(window(rank, kernel, stride, dilation, causal), t.weights, t.value, t.additional_values);
+  const nhood::Options o = options(backend, stream, deterministic);
+  nb::gil_scoped_release release;
+  nhood::av_backward(problem, t, o);
+}
+
+void register_functions(nb::module_& m) {
+  m.def("qk_forward", &qk_forward, nb::arg("query"), nb::arg("key"), nb::arg("weights"), nb::arg("rpb").none(),
+        nb::arg("additional_keys").none(), nb::arg("rank"), nb::arg("kernel_size"), nb::arg("stride"),
+        nb::arg("dilation"), nb::arg("is_causal"), nb::arg("backend"), nb::arg("stream"));
+  m.def("qk_backward", &qk_backward, nb::arg("query"), nb::arg("key"), nb::arg("d_weights"), nb::arg("d_query"),
+        nb::arg("d_key"), nb::arg("additional_keys").none(), nb::arg("d_additional_keys").none(),
+        nb::arg("d_rpb").none(), nb::arg("rank"), nb::arg("kernel_size"), nb::arg("stride"), nb::arg("dilation"),
+        nb::arg("is_causal"), nb::arg("backend"), nb::arg("stream"), nb::arg("deterministic"));
+  m.def("av_forward", &av_forward, nb::arg("weights"), nb::arg("value"), nb::arg("out"),
+        nb::arg("additional_values").none(), nb::arg("rank"), nb::arg("kernel_size"), nb::arg("stride"),
+        nb::arg("dilation"), nb::arg("is_causal"), nb::arg("backend"), nb::arg("stream"));
+  m.def("av_backward", &av_backward, nb::arg("weights"), nb::arg("value"), nb::arg("d_out"), nb::arg("d_weights"),
+        nb::arg("d_value"), nb::arg("additional_values").none(), nb::arg("d_additional_values").none(),
+        nb::arg("rank"), nb::arg("kernel_size"), nb::arg("stride"), nb::arg("dilation"), nb::arg("is_causal"),
+        nb::arg("backend"), nb::arg("stream"), nb::arg("deterministic"));
+}
+
+}  // namespace unfused
+
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -198,4 +301,5 @@ NB_MODULE(_core, m) {
 #else
       false;
 #endif
+  unfused::register_functions(m);  // qk_forward, qk_backward, av_forward, av_backward
 }

@@ -9,10 +9,14 @@ from . import _core
 from ._cmake import cmake_dir
 from .functional import (attention, attention_backward, merge_attentions, na1d, na1d_backward, na2d,
                          na2d_backward, na3d, na3d_backward)
+from .unfused import (na1d_av, na1d_av_backward, na1d_qk, na1d_qk_backward, na2d_av, na2d_av_backward, na2d_qk,
+                      na2d_qk_backward, na3d_av, na3d_av_backward, na3d_qk, na3d_qk_backward)
 
 __version__ = "0.1.0"
 __all__ = ["na1d", "na2d", "na3d", "na1d_backward", "na2d_backward", "na3d_backward", "attention",
-           "attention_backward", "merge_attentions", "backends", "cuda_available", "cmake_dir"]
+           "attention_backward", "merge_attentions", "backends", "cuda_available", "cmake_dir",
+           "na1d_qk", "na2d_qk", "na3d_qk", "na1d_av", "na2d_av", "na3d_av", "na1d_qk_backward",
+           "na2d_qk_backward", "na3d_qk_backward", "na1d_av_backward", "na2d_av_backward", "na3d_av_backward"]
 
 
 def cuda_available() -> bool:
