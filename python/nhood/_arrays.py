@@ -101,23 +101,81 @@ class CupyAdapter(Adapter):
 
 
 class JaxAdapter(Adapter):
-    """JAX arrays are immutable: outputs are written into NumPy buffers and
-    handed back as JAX arrays (CPU). Under jit, use nhood.jax (XLA FFI)."""
+    """JAX arrays are immutable and JAX cannot hand out a writable buffer, so
+    nhood allocates outputs with another library and hands them back as JAX
+    arrays: NumPy buffers for CPU arrays, CuPy (else torch) buffers on the
+    input's GPU for GPU arrays, imported with jax.dlpack.from_dlpack, which
+    orders JAX's stream after nhood's through the DLPack stream protocol (no
+    synchronization). GPU work runs on that library's current stream; inputs
+    are exported with __dlpack__(stream=...) so JAX orders its pending writes
+    before it, without blocking the host. Under jit, use nhood.jax (XLA FFI)."""
 
     name = "jax"
 
     def __init__(self):
+        import jax
         import jax.numpy as jnp
 
+        self.jax = jax
         self.jnp = jnp
         self.xp = jnp
+        self._gpu = {}  # adapters of the libraries that may allocate GPU outputs
+
+    def _gpu_library(self, dtype=None):
+        """CuPy, else torch; torch first for bfloat16, which CuPy lacks."""
+        order = (TorchAdapter, CupyAdapter) if str(dtype) == "bfloat16" else (CupyAdapter, TorchAdapter)
+        for cls in order:
+            if cls not in self._gpu:
+                try:
+                    self._gpu[cls] = cls()
+                except ImportError:
+                    self._gpu[cls] = None
+            if self._gpu[cls] is not None:
+                return self._gpu[cls]
+        raise RuntimeError(f"nhood needs {'PyTorch' if str(dtype) == 'bfloat16' else 'CuPy or PyTorch'} to allocate "
+                           "outputs for JAX GPU arrays outside jit; install it, or use nhood.jax (XLA FFI)")
+
+    def _gpu_like(self, like):
+        """An empty array of the allocating library on like's device and dtype."""
+        lib = self._gpu_library(like.dtype)
+        index = self.device(like)[1]
+        if lib.name == "cupy":
+            with lib.cupy.cuda.Device(index):
+                return lib.cupy.empty((0,), dtype=_np.dtype(like.dtype))
+        t = lib.torch
+        return t.empty((0,), dtype=getattr(t, _np.dtype(like.dtype).name), device=f"cuda:{index}")
+
+    def _on_gpu(self, x):
+        return self.device(x)[0] == "cuda"
+
+    def as_input(self, x):
+        if not self._on_gpu(x):
+            return x
+        s = self.stream(x)
+        return x.__dlpack__(stream=s if s != 0 else 1)  # DLPack: 1 names the legacy default stream
 
     def empty(self, like, shape, dtype=None):
+        if self._on_gpu(like):
+            like = self._gpu_like(like)
+            return adapter(like).empty(like, shape, dtype)
         return _np.empty(shape, dtype=_np.float32 if dtype == _FLOAT32 else _np.dtype(like.dtype))
 
     def device(self, x):
         dev = next(iter(x.devices()))
-        return ("cpu", 0) if dev.platform == "cpu" else ("cuda", dev.id)
+        if dev.platform == "cpu":
+            return ("cpu", 0)
+        index = getattr(dev, "local_hardware_id", None)  # CUDA ordinal; dev.id is global across processes
+        return ("cuda", dev.id if index is None else index)
+
+    def stream(self, x):
+        if not self._on_gpu(x):
+            return 0
+        lib = self._gpu_library(x.dtype)
+        index = self.device(x)[1]
+        if lib.name == "cupy":
+            with lib.cupy.cuda.Device(index):
+                return lib.cupy.cuda.get_current_stream().ptr
+        return lib.torch.cuda.current_stream(index).cuda_stream
 
     def writable(self, x):
         return False
@@ -126,7 +184,9 @@ class JaxAdapter(Adapter):
         return x.astype(like.dtype)
 
     def finish(self, x):
-        return self.jnp.asarray(x)
+        if isinstance(x, _np.ndarray):
+            return self.jnp.asarray(x)
+        return self.jax.dlpack.from_dlpack(x)
 
 
 _BY_MODULE = {"numpy": NumpyAdapter, "torch": TorchAdapter, "cupy": CupyAdapter, "jax": JaxAdapter,

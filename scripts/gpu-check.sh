@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# One command for a GPU machine: build and install nhood with CUDA, run the GPU
+# test suite on torch/CuPy/JAX arrays, run compute-sanitizer memcheck on small
+# cases, and print a summary table LAST.
+#
+#   scripts/gpu-check.sh            (on the lent GPU: run tool, from the repo root)
+#
+# Environment: NHOOD_CUDA_ARCHS (default 90a, keeps the build fast), PYTHON
+# (default python3), OUT (a folder for logs; default /tmp/nhood-gpu-check).
+# Logs of all steps go to $OUT/gpu-check.log (one file: the device tool brings
+# back at most 8 files). A kernel family adds its checks as one `step` line each.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+export NHOOD_CUDA_ARCHS=${NHOOD_CUDA_ARCHS:-90a}
+export PYTHONUNBUFFERED=1
+LOGDIR=${OUT:-/tmp/nhood-gpu-check}
+mkdir -p "$LOGDIR"
+LOG="$LOGDIR/gpu-check.log"
+: >"$LOG"
+SUMMARY=()
+FAILED=0
+
+# step NAME COMMAND...: runs COMMAND, logs it, records status and seconds.
+step() {
+  local name=$1; shift
+  local t0=$SECONDS
+  echo "===== $name: $*" | tee -a "$LOG"
+  "$@" >"$LOGDIR/step.log" 2>&1
+  local rc=$?
+  cat "$LOGDIR/step.log" >>"$LOG"
+  tail -n 25 "$LOGDIR/step.log"
+  rm -f "$LOGDIR/step.log"
+  local status=ok
+  [ $rc -ne 0 ] && { status="FAIL(rc=$rc)"; FAILED=1; }
+  SUMMARY+=("$(printf '%-28s %-12s %5ss' "$name" "$status" $((SECONDS - t0)))")
+  return $rc
+}
+
+# Sanitizer runs: torch's caching allocator off, so out-of-bounds accesses hit unallocated memory.
+memcheck() {
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 1 "$@"
+}
+
+step gpu-info nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+step build-install "$PY" -m pip install --no-build-isolation --no-deps --no-cache-dir -q . \
+  || { echo "build failed: see $LOG"; printf '%s\n' "${SUMMARY[@]}"; exit 1; }
+step import-check "$PY" -c "import nhood; print('cuda', nhood.cuda_available(), nhood.backends('cuda'))"
+
+# ---- naive (cuda/naive) ----
+step pytest-cuda "$PY" -m pytest -q -x -p no:cacheprovider tests/test_cuda.py
+step memcheck-naive memcheck "$PY" scripts/memcheck_cases.py naive
+# ---- other kernel families: one line each, e.g. ----
+# step pytest-fused "$PY" -m pytest -q tests/test_fused.py
+# step memcheck-fused memcheck "$PY" scripts/memcheck_cases.py fused
+
+echo
+echo "===== summary ($(date -u +%H:%M:%S) UTC, log: $LOG)"
+printf '%-28s %-12s %6s\n' step status time
+printf '%s\n' "${SUMMARY[@]}"
+exit $FAILED
