@@ -43,7 +43,8 @@ inline void check_tensor(const TensorView& t, const char* name, const std::vecto
   if (t.numel() > 0 && t.data == nullptr) fail(ErrorKind::value, name, " has a null data pointer");
   if (access == Access::write) {
     if (t.read_only) fail(ErrorKind::value, name, " is an output and must be writable, got a read-only array");
-    for (int i = 0; i < t.ndim; ++i)
+    // (empty arrays cannot alias; DLPack exporters may give them zero strides)
+    for (int i = 0; i < t.ndim && t.numel() > 0; ++i)
       if (t.shape[i] > 1 && t.strides[i] == 0)
         fail(ErrorKind::value, name, " is an output and must not alias itself (stride 0 along dimension ", i,
              ")");
