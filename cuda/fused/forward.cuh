@@ -1,0 +1,416 @@
+// Forward kernel and the query-major dQ kernel of the fused backend. Both
+// walk a query tile's KV neighborhood box (then the additional KV tokens) in
+// inner tiles of BK keys, double-buffered with cp.async.
+#pragma once
+
+#include <cmath>
+#include <type_traits>
+
+#include "fused.cuh"
+
+namespace nhood::fused {
+
+// The KV side of a query block: neighborhood box [kb, ke) per axis, the
+// intersection of all valid rows' windows [ib, ie), and the inner tiles.
+struct KvWalk {
+  int kb[3], ke[3], ib[3], ie[3], nk[3];
+  int n_spatial, n_total;
+  __device__ void init(const Params& p, const Geo& geo, const BlockTile& bt, int bk) {
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+      const IndexRange wf = window_in_group(p.axis[a], bt.p0[a], bt.lg[a]);
+      const IndexRange wl = window_in_group(p.axis[a], bt.pend[a] - 1, bt.lg[a]);
+      kb[a] = int(wf.begin);
+      ke[a] = int(wl.end);
+      ib[a] = int(wl.begin);
+      ie[a] = int(wf.end);
+      nk[a] = ceil_div(ke[a] - kb[a], geo.u[a]);
+    }
+    n_spatial = nk[0] * nk[1] * nk[2];
+    n_total = n_spatial + ceil_div(int(p.n_additional), bk);
+  }
+  // Origin of spatial inner tile `it`; returns whether it needs no mask.
+  __device__ bool origin(const Geo& geo, int it, int* j0) const {
+    int i[3];
+    i[2] = it % nk[2];
+    i[1] = (it / nk[2]) % nk[1];
+    i[0] = it / (nk[2] * nk[1]);
+    bool full = true;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+      j0[a] = kb[a] + i[a] * geo.u[a];
+      full = full && j0[a] >= ib[a] && j0[a] + geo.u[a] <= ie[a];
+    }
+    return full;
+  }
+};
+
+// Issues the loads of KV inner tile `it` (spatial or additional) into sK/sV.
+template <class T, int HD, int BK>
+__device__ __forceinline__ void load_kv(const Params& p, const Geo& geo, const BlockTile& bt, const KvWalk& kw, int it,
+                                        int b, int hk, T* sK, T* sV) {
+  if (it < kw.n_spatial) {
+    int j0[3];
+    kw.origin(geo, it, j0);
+    auto rowfn = [&](const Operand& o) {
+      return [&, o](int r, int64_t& off) {
+        int j[3];
+        bool ok = true;
+#pragma unroll
+        for (int a = 0; a < 3; ++a) {
+          j[a] = j0[a] + ((r >> geo.ush[a]) & (geo.u[a] - 1));
+          ok = ok && j[a] < kw.ke[a];
+        }
+        off = tok_off(o, p, bt.g, j);
+        return ok;
+      };
+    };
+    const T* gk = static_cast<const T*>(p.k.data) + b * p.k.sb + hk * p.k.sh;
+    const T* gv = static_cast<const T*>(p.v.data) + b * p.v.sb + hk * p.v.sh;
+    load_rows<HD, BK>(sK, gk, p.k.sd, int(p.head_dim), geo.vec, rowfn(p.k));
+    load_rows<HD, BK>(sV, gv, p.v.sd, int(p.head_dim_v), geo.vec, rowfn(p.v));
+  } else {
+    const int a0 = (it - kw.n_spatial) * BK;
+    const int n = int(p.n_additional);
+    const T* gk = static_cast<const T*>(p.add_k.data) + b * p.add_k.sb + hk * p.add_k.sh;
+    const T* gv = static_cast<const T*>(p.add_v.data) + b * p.add_v.sb + hk * p.add_v.sh;
+    const int64_t snk = p.add_k.sn, snv = p.add_v.sn;
+    load_rows<HD, BK>(sK, gk, p.add_k.sd, int(p.head_dim), geo.vec, [&](int r, int64_t& off) {
+      off = (a0 + r) * snk;
+      return a0 + r < n;
+    });
+    load_rows<HD, BK>(sV, gv, p.add_v.sd, int(p.head_dim_v), geo.vec, [&](int r, int64_t& off) {
+      off = (a0 + r) * snv;
+      return a0 + r < n;
+    });
+  }
+}
+
+// S = Q K^T for this warp's 16 rows x BK keys (fp32 accumulators).
+template <class T, int HD, int BK>
+__device__ __forceinline__ void qk(float (*s)[4], const T* sA, const T* sB, int warp, int lane) {
+  constexpr int LD = HD + 8;
+#pragma unroll
+  for (int n = 0; n < BK / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk) {
+    uint32_t a[4];
+    ldsm4(a, a_addr<LD>(sA, warp * 16, kk * 16, lane));
+#pragma unroll
+    for (int np = 0; np < BK / 16; ++np) {
+      uint32_t bb[4];
+      ldsm4(bb, b_addr<LD>(sB, np * 16, kk * 16, lane));
+      mma<T>(s[2 * np], a, bb[0], bb[1]);
+      mma<T>(s[2 * np + 1], a, bb[2], bb[3]);
+    }
+  }
+}
+
+// acc(16 x HD) += P(16 x BK, registers) @ sB([BK][HD] tile).
+template <class T, int HD, int BK>
+__device__ __forceinline__ void pv(float (*acc)[4], const float (*s)[4], const T* sB, int lane) {
+  constexpr int LD = HD + 8;
+#pragma unroll
+  for (int kk = 0; kk < BK / 16; ++kk) {
+    uint32_t a[4];
+    a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+    a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+    a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+    a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+    for (int np = 0; np < HD / 16; ++np) {
+      uint32_t bb[4];
+      ldsm4t(bb, bt_addr<LD>(sB, kk * 16, np * 16, lane));
+      mma<T>(acc[2 * np], a, bb[0], bb[1]);
+      mma<T>(acc[2 * np + 1], a, bb[2], bb[3]);
+    }
+  }
+}
+
+// Masks S (already in log2 units) for a spatial inner tile not fully inside
+// every row's window: key j is kept iff win[2a] <= j[a] < win[2a+1] per axis.
+template <int BK>
+__device__ __forceinline__ void mask_spatial(float (*s)[4], const Geo& geo, const int* j0, const int (*win)[6],
+                                             int lane) {
+#pragma unroll
+  for (int n = 0; n < BK / 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int col = n * 8 + (lane & 3) * 2 + e;
+      int j[3];
+#pragma unroll
+      for (int a = 0; a < 3; ++a) j[a] = j0[a] + ((col >> geo.ush[a]) & (geo.u[a] - 1));
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const bool in = win[r][0] <= j[0] && j[0] < win[r][1] && win[r][2] <= j[1] && j[1] < win[r][3] &&
+                        win[r][4] <= j[2] && j[2] < win[r][5];
+        if (!in) s[n][2 * r + e] = -INFINITY;
+      }
+    }
+  }
+}
+
+template <int BK>
+__device__ __forceinline__ void mask_additional(float (*s)[4], int a0, int n_add, int lane) {
+#pragma unroll
+  for (int n = 0; n < BK / 8; ++n)
+#pragma unroll
+    for (int e = 0; e < 2; ++e)
+      if (a0 + n * 8 + (lane & 3) * 2 + e >= n_add) s[n][e] = s[n][2 + e] = -INFINITY;
+}
+
+template <class T, int HD, int BK>
+constexpr int fwd_smem_bytes() {
+  return (kRows + 4 * BK) * (HD + 8) * int(sizeof(T));
+}
+
+template <class T, int HD, int BK>
+__global__ void __launch_bounds__(kThreads) forward_kernel(const Params p, const Geo geo) {
+  constexpr int LD = HD + 8;
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* sQ = reinterpret_cast<T*>(smem);
+  T* sK0 = sQ + kRows * LD;  // [2][BK][LD]
+  T* sV0 = sK0 + 2 * BK * LD;
+  __shared__ int s_win[kRows][6];
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int b = blockIdx.z, h = blockIdx.y, hk = h / int(p.heads / p.heads_kv);
+  BlockTile bt;
+  if (!bt.init(p, geo, blockIdx.x)) return;
+  KvWalk kw;
+  kw.init(p, geo, bt, BK);
+
+  if (threadIdx.x < kRows) {
+    int q[3];
+    const bool ok = bt.pos(geo, threadIdx.x, q);
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+      const IndexRange w = window_in_group(p.axis[a], q[a], bt.lg[a]);
+      s_win[threadIdx.x][2 * a] = ok ? int(w.begin) : 1;
+      s_win[threadIdx.x][2 * a + 1] = ok ? int(w.end) : 0;
+    }
+  }
+  {
+    const T* gq = static_cast<const T*>(p.q.data) + b * p.q.sb + h * p.q.sh;
+    load_rows<HD, kRows>(sQ, gq, p.q.sd, int(p.head_dim), geo.vec, [&](int r, int64_t& off) {
+      int q[3];
+      const bool ok = bt.pos(geo, r, q);
+      off = tok_off(p.q, p, bt.g, q);
+      return ok;
+    });
+  }
+  if (kw.n_total > 0) load_kv<T, HD, BK>(p, geo, bt, kw, 0, b, hk, sK0, sV0);
+  cp_async_commit();
+
+  const int r0 = warp * 16 + lane / 4;
+  int win[2][6];
+  float o[HD / 8][4];
+#pragma unroll
+  for (int n = 0; n < HD / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  const float scale2 = float(p.scale) * kLog2e;
+
+  for (int it = 0; it < kw.n_total; ++it) {
+    cp_async_wait_all();
+    __syncthreads();
+    if (it == 0) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r)
+#pragma unroll
+        for (int c = 0; c < 6; ++c) win[r][c] = s_win[r0 + 8 * r][c];
+    }
+    const int buf = it & 1;
+    if (it + 1 < kw.n_total)
+      load_kv<T, HD, BK>(p, geo, bt, kw, it + 1, b, hk, sK0 + (buf ^ 1) * BK * LD, sV0 + (buf ^ 1) * BK * LD);
+    cp_async_commit();
+    const T* sK = sK0 + buf * BK * LD;
+    const T* sV = sV0 + buf * BK * LD;
+
+    float s[BK / 8][4];
+    qk<T, HD, BK>(s, sQ, sK, warp, lane);
+#pragma unroll
+    for (int n = 0; n < BK / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[n][e] *= scale2;
+    if (it < kw.n_spatial) {
+      int j0[3];
+      if (!kw.origin(geo, it, j0)) mask_spatial<BK>(s, geo, j0, win, lane);
+    } else {
+      const int a0 = (it - kw.n_spatial) * BK;
+      if (a0 + BK > p.n_additional) mask_additional<BK>(s, a0, int(p.n_additional), lane);
+    }
+    // Online softmax (log2 domain); each row lives in 4 lanes.
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float mx = m[r];
+#pragma unroll
+      for (int n = 0; n < BK / 8; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float base = mx == -INFINITY ? 0.f : mx;
+      const float alpha = exp2f(m[r] - base);
+      m[r] = mx;
+      float sum = 0.f;
+#pragma unroll
+      for (int n = 0; n < BK / 8; ++n) {
+        s[n][2 * r] = exp2f(s[n][2 * r] - base);
+        s[n][2 * r + 1] = exp2f(s[n][2 * r + 1] - base);
+        sum += s[n][2 * r] + s[n][2 * r + 1];
+      }
+      l[r] = l[r] * alpha + sum;
+#pragma unroll
+      for (int n = 0; n < HD / 8; ++n) {
+        o[n][2 * r] *= alpha;
+        o[n][2 * r + 1] *= alpha;
+      }
+    }
+    pv<T, HD, BK>(o, s, sV, lane);
+  }
+
+  // Epilogue: normalize, store valid rows.
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    int q[3];
+    if (!bt.pos(geo, r0 + 8 * r, q)) continue;
+    const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+    T* go = static_cast<T*>(p.out.data) + b * p.out.sb + h * p.out.sh + tok_off(p.out, p, bt.g, q);
+#pragma unroll
+    for (int n = 0; n < HD / 8; ++n) {
+      const int d = n * 8 + (lane & 3) * 2;
+      if (d < p.head_dim_v) go[d * p.out.sd] = from_float<T>(o[n][2 * r] * inv);
+      if (d + 1 < p.head_dim_v) go[(d + 1) * p.out.sd] = from_float<T>(o[n][2 * r + 1] * inv);
+    }
+    if (p.lse.data && (lane & 3) == 0) {
+      float* gl = static_cast<float*>(p.lse.data) + b * p.lse.sb + h * p.lse.sh + tok_off(p.lse, p, bt.g, q);
+      *gl = (m[r] + log2f(l[r])) * 0.69314718055994531f;
+    }
+  }
+}
+
+// Backward, query-major: dQ = scale * sum_j P_ij (dP_ij - delta_i) K_j.
+template <class T, int HD, int BK>
+constexpr int dq_smem_bytes() {
+  return (2 * kRows + 4 * BK) * (HD + 8) * int(sizeof(T));
+}
+
+template <class T, int HD, int BK>
+__global__ void __launch_bounds__(kThreads) dq_kernel(const Params p, const Geo geo) {
+  constexpr int LD = HD + 8;
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* sQ = reinterpret_cast<T*>(smem);
+  T* sO = sQ + kRows * LD;  // dO
+  T* sK0 = sO + kRows * LD;
+  T* sV0 = sK0 + 2 * BK * LD;
+  __shared__ int s_win[kRows][6];
+  __shared__ float s_lse[kRows], s_delta[kRows];
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int b = blockIdx.z, h = blockIdx.y, hk = h / int(p.heads / p.heads_kv);
+  BlockTile bt;
+  if (!bt.init(p, geo, blockIdx.x)) return;
+  KvWalk kw;
+  kw.init(p, geo, bt, BK);
+
+  if (threadIdx.x < kRows) {
+    int q[3];
+    const bool ok = bt.pos(geo, threadIdx.x, q);
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+      const IndexRange w = window_in_group(p.axis[a], q[a], bt.lg[a]);
+      s_win[threadIdx.x][2 * a] = ok ? int(w.begin) : 1;
+      s_win[threadIdx.x][2 * a + 1] = ok ? int(w.end) : 0;
+    }
+    float lse = 0.f, delta = 0.f;
+    if (ok) {
+      lse = static_cast<const float*>(p.lse.data)[b * p.lse.sb + h * p.lse.sh + tok_off(p.lse, p, bt.g, q)];
+      delta = geo.delta[row_index(p, b, bt.g, q, h)];
+    }
+    s_lse[threadIdx.x] = lse * kLog2e;
+    s_delta[threadIdx.x] = delta;
+  }
+  auto qrow = [&](const Operand& o) {
+    return [&, o](int r, int64_t& off) {
+      int q[3];
+      const bool ok = bt.pos(geo, r, q);
+      off = tok_off(o, p, bt.g, q);
+      return ok;
+    };
+  };
+  load_rows<HD, kRows>(sQ, static_cast<const T*>(p.q.data) + b * p.q.sb + h * p.q.sh, p.q.sd, int(p.head_dim),
+                       geo.vec, qrow(p.q));
+  load_rows<HD, kRows>(sO, static_cast<const T*>(p.d_out.data) + b * p.d_out.sb + h * p.d_out.sh, p.d_out.sd,
+                       int(p.head_dim_v), geo.vec, qrow(p.d_out));
+  if (kw.n_total > 0) load_kv<T, HD, BK>(p, geo, bt, kw, 0, b, hk, sK0, sV0);
+  cp_async_commit();
+
+  const int r0 = warp * 16 + lane / 4;
+  int win[2][6];
+  float lse2[2], delta[2];
+  float dq[HD / 8][4];
+#pragma unroll
+  for (int n = 0; n < HD / 8; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
+  const float scale2 = float(p.scale) * kLog2e;
+
+  for (int it = 0; it < kw.n_total; ++it) {
+    cp_async_wait_all();
+    __syncthreads();
+    if (it == 0) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+#pragma unroll
+        for (int c = 0; c < 6; ++c) win[r][c] = s_win[r0 + 8 * r][c];
+        lse2[r] = s_lse[r0 + 8 * r];
+        delta[r] = s_delta[r0 + 8 * r];
+      }
+    }
+    const int buf = it & 1;
+    if (it + 1 < kw.n_total)
+      load_kv<T, HD, BK>(p, geo, bt, kw, it + 1, b, hk, sK0 + (buf ^ 1) * BK * LD, sV0 + (buf ^ 1) * BK * LD);
+    cp_async_commit();
+    const T* sK = sK0 + buf * BK * LD;
+    const T* sV = sV0 + buf * BK * LD;
+
+    float s[BK / 8][4];
+    qk<T, HD, BK>(s, sQ, sK, warp, lane);
+#pragma unroll
+    for (int n = 0; n < BK / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[n][e] *= scale2;
+    if (it < kw.n_spatial) {
+      int j0[3];
+      if (!kw.origin(geo, it, j0)) mask_spatial<BK>(s, geo, j0, win, lane);
+    } else {
+      const int a0 = (it - kw.n_spatial) * BK;
+      if (a0 + BK > p.n_additional) mask_additional<BK>(s, a0, int(p.n_additional), lane);
+    }
+    float dp[BK / 8][4];
+    qk<T, HD, BK>(dp, sO, sV, warp, lane);  // dP = dO V^T
+#pragma unroll
+    for (int n = 0; n < BK / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e >> 1;
+        const float pr = exp2f(s[n][e] - lse2[r]);
+        s[n][e] = pr * (dp[n][e] - delta[r]);
+      }
+    pv<T, HD, BK>(dq, s, sK, lane);  // dQ += dS K
+  }
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    int q[3];
+    if (!bt.pos(geo, r0 + 8 * r, q)) continue;
+    const float sc = float(p.scale);
+    T* g = static_cast<T*>(p.dq.data) + b * p.dq.sb + h * p.dq.sh + tok_off(p.dq, p, bt.g, q);
+#pragma unroll
+    for (int n = 0; n < HD / 8; ++n) {
+      const int d = n * 8 + (lane & 3) * 2;
+      if (d < p.head_dim) g[d * p.dq.sd] = from_float<T>(dq[n][2 * r] * sc);
+      if (d + 1 < p.head_dim) g[(d + 1) * p.dq.sd] = from_float<T>(dq[n][2 * r + 1] * sc);
+    }
+  }
+}
+
+}  // namespace nhood::fused

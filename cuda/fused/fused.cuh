@@ -1,0 +1,193 @@
+// fused backend: flash-style neighborhood attention on tensor cores
+// (mma.sync m16n8k16, sm_80+). Shared pieces of the forward, dQ and dK/dV
+// kernels: tile geometry, warp-level MMA/ldmatrix wrappers, tile loaders.
+//
+// Tiling (DESIGN section 5). A block owns a box of 64 tokens of ONE dilation
+// group per axis ("block tile", shape t[3], product 64, powers of two). The
+// tokens it interacts with form a box in group positions (KV neighborhood in
+// the forward, inverse neighborhood for dK/dV), because window begin/end are
+// monotone in the query position (window.hpp). That box is walked in "inner
+// tiles" (shape u[3], product BK, powers of two). An inner tile fully inside
+// every row's window skips the per-element mask.
+//
+// Rank, kernel, stride, dilation and causal are run-time values; templates
+// are only dtype x head-dim bucket.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "nhood/detail/params.hpp"
+#include "nhood/window.hpp"
+
+namespace nhood::fused {
+
+using detail::Operand;
+using detail::Params;
+using detail::TokenOperand;
+
+constexpr int kThreads = 128;  // 4 warps x 16 rows
+constexpr int kRows = 64;      // rows of a block tile
+
+// Host-computed tiling, passed by value.
+struct Geo {
+  int t[3];                // block tile shape (powers of two, product 64)
+  int tsh[3];              // local index -> coordinate: (i >> tsh[a]) & (t[a] - 1)
+  int tiles_per_group[3];  // block tiles per dilation group, per axis
+  int tiles[3];            // dilation * tiles_per_group
+  int n_spatial_blocks;    // tiles[0] * tiles[1] * tiles[2]
+  int u[3];                // inner tile shape (product BK or 64)
+  int ush[3];
+  int add_tiles_per_group[3];  // dK/dV additional mode: u-tiles per group per axis
+  bool vec;                // all loaded operands allow 16-byte cp.async
+  float* delta;            // backward: [B, X, Y, Z, H] rowsum(dO * O)
+};
+
+// ---------------------------------------------------------------- type glue
+template <class T> __device__ __forceinline__ T from_float(float x);
+template <> __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <class T> __device__ __forceinline__ uint32_t pack2(float a, float b);
+template <> __device__ __forceinline__ uint32_t pack2<__half>(float a, float b) {
+  __half2 h = __floats2half2_rn(a, b);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float a, float b) {
+  __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+
+// D += A(16x16, row) * B(16x8, col), fp32 accumulate.
+template <class T>
+__device__ __forceinline__ void mma(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  if constexpr (sizeof(T) == 2 && std::is_same_v<T, __half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+__device__ __forceinline__ void ldsm4(uint32_t* r, const void* p) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void ldsm4t(uint32_t* r, const void* p) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  const int n = valid ? 16 : 0;  // 0: zero-fill, nothing read
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(a), "l"(src), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
+
+// Warp-level fragment addressing into a row-major smem tile with leading
+// dimension LD (elements). `row0`/`col0`: top-left of the 16x16 block.
+// A operand (rows = M, cols = K), or B "non-trans" for a [n][k] tile: pairs
+// of n-tiles (matrices: n0-7/k0-7, n0-7/k8-15, n8-15/k0-7, n8-15/k8-15).
+template <int LD, class T>
+__device__ __forceinline__ const T* a_addr(const T* s, int row0, int col0, int lane) {
+  return s + (row0 + (lane & 15)) * LD + col0 + (lane >> 4) * 8;
+}
+template <int LD, class T>
+__device__ __forceinline__ const T* b_addr(const T* s, int n0, int k0, int lane) {
+  return s + (n0 + (lane & 7) + (lane >> 4) * 8) * LD + k0 + ((lane >> 3) & 1) * 8;
+}
+// B from a [k][n] tile via .trans (matrices: k0-7/n0-7, k8-15/n0-7, k0-7/n8-15, k8-15/n8-15).
+template <int LD, class T>
+__device__ __forceinline__ const T* bt_addr(const T* s, int k0, int n0, int lane) {
+  return s + (k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + n0 + (lane >> 4) * 8;
+}
+
+// Loads `nrows` rows of `ncols` valid elements into a [nrows][HD+8] smem tile,
+// zero-filling invalid rows and columns >= ncols. rowfn(r, off) -> valid.
+template <int HD, int NROWS, class T, class RowFn>
+__device__ __forceinline__ void load_rows(T* sm, const T* g, int64_t sd, int ncols, bool vec, RowFn rowfn) {
+  constexpr int LD = HD + 8;
+  constexpr int CH = HD / 8;
+  for (int i = threadIdx.x; i < NROWS * CH; i += kThreads) {
+    const int r = i / CH, c = i % CH;
+    int64_t off = 0;
+    const bool ok = rowfn(r, off);
+    T* dst = sm + r * LD + c * 8;
+    if (vec) {
+      const bool v = ok && c * 8 < ncols;
+      cp_async16(dst, v ? g + off + c * 8 : g, v);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const int d = c * 8 + e;
+        dst[e] = (ok && d < ncols) ? g[off + d * sd] : from_float<T>(0.f);
+      }
+    }
+  }
+}
+
+__device__ __forceinline__ int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+// Block tile of 64 tokens: per axis its dilation group g, group length lg,
+// and the valid group positions [p0, pend). Returns false if empty.
+struct BlockTile {
+  int g[3], lg[3], p0[3], pend[3];
+  __device__ bool init(const Params& p, const Geo& geo, int bx) {
+    int i[3];
+    i[2] = bx % geo.tiles[2];
+    i[1] = (bx / geo.tiles[2]) % geo.tiles[1];
+    i[0] = bx / (geo.tiles[2] * geo.tiles[1]);
+    bool ok = true;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+      g[a] = i[a] / geo.tiles_per_group[a];
+      p0[a] = (i[a] % geo.tiles_per_group[a]) * geo.t[a];
+      lg[a] = int(group_length(p.axis[a], g[a]));
+      pend[a] = min(p0[a] + geo.t[a], lg[a]);
+      ok = ok && p0[a] < lg[a];
+    }
+    return ok;
+  }
+  // Local row r -> group positions; false for padding rows.
+  __device__ bool pos(const Geo& geo, int r, int* q) const {
+    bool ok = true;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+      q[a] = p0[a] + ((r >> geo.tsh[a]) & (geo.t[a] - 1));
+      ok = ok && q[a] < pend[a];
+    }
+    return ok;
+  }
+};
+
+__device__ __forceinline__ int64_t tok_off(const Operand& o, const Params& p, const int* g, const int* q) {
+  return int64_t(g[0] + p.axis[0].dilation * q[0]) * o.sx + int64_t(g[1] + p.axis[1].dilation * q[1]) * o.sy +
+         int64_t(g[2] + p.axis[2].dilation * q[2]) * o.sz;
+}
+__device__ __forceinline__ int64_t row_index(const Params& p, int b, const int* g, const int* q, int h) {
+  const int64_t x = g[0] + p.axis[0].dilation * q[0];
+  const int64_t y = g[1] + p.axis[1].dilation * q[1];
+  const int64_t z = g[2] + p.axis[2].dilation * q[2];
+  return (((int64_t(b) * p.axis[0].length + x) * p.axis[1].length + y) * p.axis[2].length + z) * p.heads + h;
+}
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+}  // namespace nhood::fused
