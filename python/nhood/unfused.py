@@ -42,7 +42,7 @@ def _window(rank, kernel_size, stride, dilation, is_causal):
 
 def _same_library(lib, arrays):
     for name, a in arrays:
-        if a is not None and _arrays.adapter(a) is not lib:
+        if a is not None and _arrays.adapter(a).name != lib.name:
             raise TypeError(f"{name} must be a {lib.name} array like the first argument, got {type(a).__name__}")
 
 
