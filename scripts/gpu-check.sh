@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 export NHOOD_CUDA_ARCHS=${NHOOD_CUDA_ARCHS:-90a}
 export PYTHONUNBUFFERED=1
+export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX would take 75% of the GPU from torch/CuPy tests
 LOGDIR=${OUT:-/tmp/nhood-gpu-check}
 mkdir -p "$LOGDIR"
 LOG="$LOGDIR/gpu-check.log"
@@ -44,7 +45,13 @@ memcheck() {
 }
 
 step gpu-info nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-step build-install "$PY" -m pip install --no-build-isolation --no-deps --no-cache-dir -q . \
+# RelWithDebInfo with Release's optimization flags: the image's GCC has no
+# lto-wrapper, and nanobind turns on LTO for Release builds only.
+FLAGS="-O3 -DNDEBUG"
+step build-install "$PY" -m pip install --no-build-isolation --no-deps --no-cache-dir -q \
+  --config-settings=cmake.build-type=RelWithDebInfo \
+  "--config-settings=cmake.define.CMAKE_CXX_FLAGS_RELWITHDEBINFO=$FLAGS" \
+  "--config-settings=cmake.define.CMAKE_CUDA_FLAGS_RELWITHDEBINFO=$FLAGS" . \
   || { echo "build failed: see $LOG"; printf '%s\n' "${SUMMARY[@]}"; exit 1; }
 step import-check "$PY" -c "import nhood; print('cuda', nhood.cuda_available(), nhood.backends('cuda'))"
 

@@ -6,6 +6,13 @@ name to CUDA_BACKENDS; every case below then runs on it.
 """
 from __future__ import annotations
 
+import os
+import sys
+
+# JAX preallocates 75% of GPU memory by default, which starves the torch and
+# CuPy cases (and the > 2^31-element one) in the same process.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 import numpy as np
 import pytest
 
@@ -231,8 +238,11 @@ def test_cuda_output_on_input_device(torch):
 def test_more_than_2_31_elements(torch, backend):
     """64-bit indexing: q, k, v hold 2^31 + 16384 float16 elements (~4.3 GB
     each); the last batch entries, beyond element 2^31, are checked."""
-    if torch.cuda.get_device_properties(0).total_memory < 48 * 2**30:
-        pytest.skip("needs a GPU with >= 48 GB")
+    if "cupy" in sys.modules:  # return CuPy's cached blocks from earlier cases
+        sys.modules["cupy"].get_default_memory_pool().free_all_blocks()
+    free, _ = torch.cuda.mem_get_info()
+    if free < 40 * 2**30:
+        pytest.skip(f"needs 40 GB of free GPU memory, {free / 2**30:.1f} GB free")
     b, n, h, d, kernel = 2**17 + 1, 1024, 1, 16, 3
     gen = torch.Generator(device="cuda").manual_seed(0)
     q, k, v = (torch.randn(b, n, h, d, device="cuda", dtype=torch.float16, generator=gen) for _ in range(3))
