@@ -56,7 +56,7 @@ step build-install "$PY" -m pip install --no-build-isolation --no-deps --no-cach
 step import-check "$PY" -c "import nhood; print('cuda', nhood.cuda_available(), nhood.backends('cuda'))"
 
 # ---- naive (cuda/naive) ----
-step pytest-cuda "$PY" -m pytest -q -x -p no:cacheprovider tests/test_cuda.py
+step pytest-cuda "$PY" -m pytest -q -p no:cacheprovider --durations=5 tests/test_cuda.py
 step memcheck-naive memcheck "$PY" scripts/memcheck_cases.py naive
 # ---- other kernel families: one line each, e.g. ----
 # step pytest-fused "$PY" -m pytest -q tests/test_fused.py
