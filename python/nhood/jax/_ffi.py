@@ -37,6 +37,7 @@ class Config(NamedTuple):
     is_causal: tuple[bool, bool, bool]
     scale: float | None
     backend: str
+    deterministic: bool = False  # backward only: no run-to-run varying atomics
 
     def attributes(self) -> dict:
         # Explicit NumPy types: they fix the attribute types the handlers
@@ -61,9 +62,9 @@ def forward(cfg: Config, q, k, v, additional, with_lse: bool):
     return call(*args, **cfg.attributes())
 
 
-def backward(cfg: Config, q, k, v, out, lse, d_out, additional, deterministic: bool = False):
+def backward(cfg: Config, q, k, v, out, lse, d_out, additional):
     """-> [d_query, d_key, d_value] (+ [d_additional_keys, d_additional_values])."""
     extra = tuple(additional) if additional is not None else ()
     results = [_like(q), _like(k), _like(v)] + [_like(a) for a in extra]
     call = jax.ffi.ffi_call(BACKWARD, results, vmap_method="broadcast_all")
-    return call(q, k, v, out, lse, d_out, *extra, **cfg.attributes(), deterministic=np.bool_(deterministic))
+    return call(q, k, v, out, lse, d_out, *extra, **cfg.attributes(), deterministic=np.bool_(cfg.deterministic))

@@ -35,7 +35,7 @@ def _check(rank, query, key, value, additional_keys, additional_values):
 
 def _make(rank):
     def na(query, key, value, kernel_size, stride=1, dilation=1, is_causal=False, scale=None,
-           additional_keys=None, additional_values=None, return_lse=False, backend=None):
+           additional_keys=None, additional_values=None, return_lse=False, backend=None, deterministic=False):
         query, key, value = jnp.asarray(query), jnp.asarray(key), jnp.asarray(value)
         if additional_keys is not None:
             additional_keys = jnp.asarray(additional_keys)
@@ -46,7 +46,7 @@ def _make(rank):
                           _args.per_axis_ints(stride, rank, "stride"),
                           _args.per_axis_ints(dilation, rank, "dilation"),
                           _args.per_axis_bools(is_causal, rank, "is_causal"), _args.scale_arg(scale),
-                          _args.backend_arg(backend))
+                          _args.backend_arg(backend), bool(deterministic))
         return _autodiff.attend(cfg, bool(return_lse), query, key, value, additional)
 
     na.__name__ = na.__qualname__ = f"na{rank}d"
@@ -54,7 +54,8 @@ def _make(rank):
 
     query: [batch, *spatial({rank}), heads, head_dim]; key: [..., heads_kv, head_dim];
     value: [..., heads_kv, head_dim_v]; additional_keys/values: [batch, n_add, heads_kv, dim].
-    Window arguments, scale and backend must be static Python values. Returns out
+    Window arguments, scale, backend and deterministic (backward without run-to-run
+    varying atomics) must be static Python values. Returns out
     [..., heads, head_dim_v], or (out, lse float32 [batch, *spatial, heads]) if return_lse.
     Differentiable in every array argument (lse included), and usable under jit and vmap.
     """
