@@ -200,7 +200,9 @@ def test_shape_errors_at_trace_time():
 
 def test_scale_backend_and_deterministic_arguments():
     rank, arrays, window = make_inputs(CASES[4], "float32", seed=6)
-    kw = dict(scale=0.3, backend="reference", deterministic=True)
+    import nhood
+    device = "cuda" if jax.default_backend() == "gpu" else "cpu"
+    kw = dict(scale=0.3, backend=nhood.backends(device)[-1], deterministic=True)
     argnums = tuple(range(len(arrays)))
     grad = jax.jit(jax.grad(lambda *a: jnp.sum(jnp.sin(call(rank, a, window, **kw))), argnums))
     first, second = grad(*arrays), grad(*arrays)
