@@ -95,6 +95,15 @@ def test_gradcheck_attention_causal():
     assert torch.autograd.gradcheck(lambda q, k, v: nhood.attention(q, k, v, is_causal=True), (q, k, v))
 
 
+def test_gradcheck_custom_op_autograd():
+    # Eager calls use an autograd.Function; this checks the op's own autograd
+    # formula (the one torch.compile graphs use) directly.
+    q, k, v, ak, av = _inputs((6,), heads=2, heads_kv=1, dim=3, n_add=2)
+    window = (1, [3, 1, 1], [2, 1, 1], [1, 1, 1], [True, False, False], None, "auto")
+    fn = lambda *t: torch.ops.nhood.na_forward(*t, *window)[0]
+    assert torch.autograd.gradcheck(fn, (q, k, v, ak, av))
+
+
 def test_lse_is_returned_and_not_differentiable():
     q, k, v, _, _ = _inputs((8,))
     out, lse = nt.na1d(q, k, v, 3, return_lse=True)

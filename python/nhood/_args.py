@@ -6,6 +6,9 @@ _INT32_MAX = 2**31 - 1
 
 def per_axis_ints(value, rank: int, name: str) -> tuple[int, int, int]:
     """An int or a sequence of `rank` ints -> a 3-tuple padded with 1s."""
+    # Fast path for the common plain int (exactly int: bool is rejected below).
+    if type(value) is int and -_INT32_MAX <= value <= _INT32_MAX:
+        return (value,) * rank + (1,) * (3 - rank)
     values = _per_axis(value, rank, name)
     for v in values:
         if isinstance(v, bool) or not hasattr(v, "__index__"):
@@ -16,6 +19,8 @@ def per_axis_ints(value, rank: int, name: str) -> tuple[int, int, int]:
 
 
 def per_axis_bools(value, rank: int, name: str) -> tuple[bool, bool, bool]:
+    if type(value) is bool:  # fast path, as in per_axis_ints
+        return (value,) * rank + (False,) * (3 - rank)
     values = _per_axis(value, rank, name)
     for v in values:
         if not isinstance(v, bool) and type(v).__name__ != "bool_":

@@ -68,12 +68,17 @@ def _na_backward(rank, query, key, value, out, lse, d_out, kernel_size, stride, 
     return tuple(lib.finish(g) for g in grads)
 
 
+_wants_graph = None  # nhood.torch.functional.wants_graph, bound on the first torch call
+
+
 def _torch_graph(query, key, value, additional_keys, additional_values, out) -> bool:
     """Whether a torch call needs nhood's registered custom ops (autograd,
     torch.compile, autocast) instead of the direct path. Imported lazily so
     that `import nhood` never imports torch."""
-    from .torch.functional import wants_graph
-    if not wants_graph(query, key, value, additional_keys, additional_values):
+    global _wants_graph
+    if _wants_graph is None:
+        from .torch.functional import wants_graph as _wants_graph
+    if not _wants_graph(query, key, value, additional_keys, additional_values):
         return False
     if out is not None:
         raise ValueError("out= cannot be used when autograd, torch.compile or autocast applies; "

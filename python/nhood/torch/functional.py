@@ -2,7 +2,9 @@
 
 nhood.na1d/2d/3d route torch tensors here when autograd, torch.compile or
 autocast are involved (see `wants_graph`); everything else takes the
-framework-free path directly, which has less per-call overhead.
+framework-free path directly. Here, the registered custom ops are used only
+while torch.compile traces: in eager mode their dispatcher cost is avoided
+(see _eager.py), with the same kernels and the same gradients.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import torch
 
 from .. import _args
 from .. import functional as _functional
-from . import _ops
+from . import _eager, _ops
 
 __all__ = ["na1d", "na2d", "na3d", "attention"]
 
@@ -18,16 +20,21 @@ __all__ = ["na1d", "na2d", "na3d", "attention"]
 _CASTABLE = (torch.float32, torch.float16, torch.bfloat16)
 
 
+def _needs_grad(tensors) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    for t in tensors:
+        if t is not None and t.requires_grad:
+            return True
+    return False
+
+
 def wants_graph(query, key, value, additional_keys, additional_values) -> bool:
-    """True when the call must go through the registered custom ops: under
-    torch.compile tracing, when a gradient is needed, or under autocast."""
-    if torch.compiler.is_compiling():
-        return True
-    if torch.is_grad_enabled():
-        for t in (query, key, value, additional_keys, additional_values):
-            if t is not None and t.requires_grad:
-                return True
-    return torch.is_autocast_enabled(query.device.type)
+    """True when the call must go through this module rather than the plain
+    framework-free path: under torch.compile tracing, when a gradient is
+    needed, or under autocast."""
+    return (torch.compiler.is_compiling() or _needs_grad((query, key, value, additional_keys, additional_values))
+            or torch.is_autocast_enabled(query.device.type))
 
 
 def _autocast(tensors, device_type):
@@ -41,16 +48,26 @@ def _autocast(tensors, device_type):
 
 def na(rank, query, key, value, kernel_size, stride=1, dilation=1, is_causal=False, scale=None,
        additional_keys=None, additional_values=None, return_lse=False, backend=None):
-    """Neighborhood attention of rank 1..3 through the nhood custom ops.
+    """Neighborhood attention of rank 1..3: the custom ops under torch.compile,
+    an autograd.Function in eager mode when gradients are needed, else the plain path.
     lse, when returned, does not propagate gradients (it is marked non-differentiable)."""
     kernel, strides, dilations, causal = _functional._window(rank, kernel_size, stride, dilation, is_causal)
     if (additional_keys is None) != (additional_values is None):
         raise ValueError("additional_keys and additional_values must be given together")
     query, key, value, additional_keys, additional_values = _autocast(
         [query, key, value, additional_keys, additional_values], query.device.type)
-    out, lse = _ops.na_forward(query, key, value, additional_keys, additional_values, rank, list(kernel),
-                               list(strides), list(dilations), list(causal), _args.scale_arg(scale),
-                               _args.backend_arg(backend))
+    tensors = (query, key, value, additional_keys, additional_values)
+    scale, backend = _args.scale_arg(scale), _args.backend_arg(backend)
+    if torch.compiler.is_compiling():
+        # Traced: the registered custom op (fake impl for shapes, its own autograd formula).
+        out, lse = _ops.na_forward(*tensors, rank, list(kernel), list(strides), list(dilations), list(causal),
+                                   scale, backend)
+    else:
+        window = (rank, kernel[:rank], strides[:rank], dilations[:rank], causal[:rank], scale, backend)
+        if _needs_grad(tensors):
+            out, lse = _eager.NeighborhoodAttentionFunction.apply(*tensors, *window)
+        else:
+            return _eager.forward(*tensors, *window, return_lse=return_lse)
     return (out, lse) if return_lse else out
 
 
