@@ -270,3 +270,22 @@ def test_torch_autograd_matches_reference():
          tb.detach().clone().requires_grad_()))
     for x in (tq, tk, tv, tak, tav, tb):
         assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+TENSOR_CORE_CASES = CASES + [((20, 19), 7, 1, 1, False), ((67,), 13, 1, 1, False), ((9, 10, 11), (3, 5, 3), 1, 1, False)]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("case", TENSOR_CORE_CASES)
+@pytest.mark.parametrize("dim", [16, 64, 128])
+@pytest.mark.skipif(not nhood.cuda_available(), reason="no CUDA GPU")
+def test_gemm_tensor_core_forward(dtype, case, dim):
+    """head_dim % 16 == 0 in half precision: the gemm backend's WMMA kernels."""
+    rank, lay, q, k, v, add_k, add_v, bias, kw = _problem(case, heads=(4, 2), dim=dim, n_add=3, rpb=True, seed=9)
+    A = Arrays("cuda", dtype)
+    q, k, v, add_k, add_v, bias = (A.rounded(x) for x in (q, k, v, add_k, add_v, bias))
+    w = QK[rank](A.put(q), A.put(k), rpb=A.put(bias), additional_keys=A.put(add_k), backend="gemm", **kw)
+    _close(A.get(w), uref.qk(q, k, lay, bias, add_k), dtype, "gemm qk weights")
+    weights = A.rounded(np.random.default_rng(1).random((q.shape[0], *lay.spatial, q.shape[-2], lay.m + 3)))
+    out = AV[rank](A.put(weights), A.put(v), additional_values=A.put(add_v), backend="gemm", **kw)
+    _close(A.get(out), uref.av(weights, v, lay, add_v), dtype, "gemm av out")
