@@ -1,0 +1,71 @@
+"""`python -m nhood`: runs small problems end to end in a subprocess and
+prints a table with a row per CPU backend and an error column that is small."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import nhood
+
+
+def _run(*flags):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # the CPU path, on any machine
+    return subprocess.run([sys.executable, "-m", "nhood", *flags, "--warmup", "0", "--iters", "1"],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def _table(stdout):
+    """{backend: {column: cell}} from the printed table (header, dashes, rows)."""
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("backend"))
+    header = [c.strip() for c in lines[start].split("  ") if c.strip()]
+    assert set(lines[start + 1].replace(" ", "")) == {"-"}
+    rows = {}
+    for line in lines[start + 2:]:
+        cells = line.split()
+        assert len(cells) == len(header), (header, line)
+        rows[cells[0]] = dict(zip(header, cells))
+    return header, rows
+
+
+CASES = [
+    (["-i", "12", "10", "-w", "3", "-n", "2", "--dim", "8", "--backprop"], "float32", 1e-5),
+    (["-i", "16", "-w", "5", "-s", "2", "-d", "2", "-c", "--dim", "4", "--dtype", "float64"], "float64", 1e-10),
+    (["-i", "4", "5", "6", "-w", "2", "3", "3", "-c", "1", "0", "1", "-n", "4", "--heads-kv", "2", "--dim", "8",
+      "--dim-v", "4", "--additional-tokens", "3", "--backprop", "--dtype", "float16"], "float16", 1e-2),
+    (["-i", "20", "-w", "4", "--dim", "16", "--backprop", "--dtype", "bfloat16"], "bfloat16", 1e-2),
+]
+
+
+@pytest.mark.parametrize("flags, dtype, tol", CASES, ids=["2d-backprop", "1d-causal-f64", "3d-gqa-add-f16", "1d-bf16"])
+def test_cli_prints_table_with_small_errors(flags, dtype, tol):
+    if dtype == "bfloat16":
+        pytest.importorskip("torch")
+    result = _run(*flags)
+    assert result.returncode == 0, result.stderr
+    header, rows = _table(result.stdout)
+    assert "reference" in rows
+    error_column = next(c for c in header if "error" in c)
+    assert set(nhood.backends("cpu")) <= set(rows)
+    for name, row in rows.items():
+        assert row["device"] == "cpu" and row["dtype"] == dtype
+        assert float(row["fwd ms"]) > 0
+        error = float(row[error_column])
+        assert 0 <= error <= tol, (name, error)
+        if "--backprop" in flags:
+            assert float(row["bwd ms"]) > 0
+
+
+def test_cli_rejects_bad_window():
+    result = _run("-i", "12", "-w", "20")
+    assert result.returncode != 0
+    assert "kernel_size[0] * dilation[0]" in result.stderr
+
+
+def test_cli_rejects_wrong_number_of_axis_values():
+    result = _run("-i", "8", "8", "-w", "3", "3", "3")
+    assert result.returncode != 0
+    assert "-w/--window" in result.stderr
