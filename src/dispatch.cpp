@@ -5,6 +5,7 @@
 
 namespace nhood::detail {
 
+BackendEntry cpu_backend();        // src/cpu/fused_*.cpp
 BackendEntry reference_backend();  // src/cpu/reference.cpp
 #ifdef NHOOD_WITH_CUDA
 BackendEntry fused_backend();  // cuda/fused/
@@ -17,6 +18,7 @@ const std::vector<BackendEntry>& backend_table() {
       fused_backend(),
       naive_backend(),
 #endif
+      cpu_backend(),
       reference_backend(),
   };
   return table;

@@ -1,0 +1,150 @@
+// Kernel bodies shared by every instruction set. Included once per ISA
+// translation unit with NHOOD_KERNEL_NS (namespace) and NHOOD_VEC_FLOATS
+// (vector width in floats) defined; GCC/Clang vector extensions lower the same
+// source to SSE, AVX2+FMA or NEON depending on that file's compile flags.
+//
+// Only compiler builtins are used here, no std:: templates: an inline
+// template instantiated in the AVX2 file could otherwise be merged by the
+// linker with the baseline copy and run on a CPU without AVX2.
+#include <cstdint>
+
+#include "fused_kernels.hpp"
+
+namespace nhood::cpu::fused::NHOOD_KERNEL_NS {
+namespace {
+
+constexpr int W = NHOOD_VEC_FLOATS;
+static_assert(kPad % W == 0, "padding must be whole vectors");
+typedef float vf __attribute__((vector_size(W * 4)));
+typedef int32_t vi __attribute__((vector_size(W * 4)));
+
+inline vf load(const float* p) { vf v; __builtin_memcpy(&v, p, sizeof v); return v; }
+inline void store(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
+inline vf splat(float a) { return vf{} + a; }
+
+// Rows i < M of C = A * B over `nv` column vectors starting at B, C. Two
+// vectors per step when possible: M*2 accumulators stay in registers while
+// each B load is reused M times and each A broadcast twice.
+template <int M>
+void gemm_rows(int64_t nv, int64_t depth, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
+               int64_t ldc) {
+  int64_t v = 0;
+  for (; v + 2 <= nv; v += 2) {
+    vf acc0[M], acc1[M];
+    for (int i = 0; i < M; ++i) acc0[i] = acc1[i] = vf{};
+    const float* b = B + v * W;
+    for (int64_t d = 0; d < depth; ++d) {
+      const vf b0 = load(b + d * ldb), b1 = load(b + d * ldb + W);
+      for (int i = 0; i < M; ++i) {
+        const vf a = splat(A[i * lda + d]);
+        acc0[i] += a * b0;
+        acc1[i] += a * b1;
+      }
+    }
+    for (int i = 0; i < M; ++i) {
+      store(C + i * ldc + v * W, acc0[i]);
+      store(C + i * ldc + v * W + W, acc1[i]);
+    }
+  }
+  if (v < nv) {
+    vf acc[M];
+    for (int i = 0; i < M; ++i) acc[i] = vf{};
+    const float* b = B + v * W;
+    for (int64_t d = 0; d < depth; ++d) {
+      const vf b0 = load(b + d * ldb);
+      for (int i = 0; i < M; ++i) acc[i] += splat(A[i * lda + d]) * b0;
+    }
+    for (int i = 0; i < M; ++i) store(C + i * ldc + v * W, acc[i]);
+  }
+}
+
+void gemm_nt(int64_t m, int64_t n, int64_t depth, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
+             int64_t ldc) {
+  const int64_t nv = (n + W - 1) / W;
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) gemm_rows<4>(nv, depth, A + i * lda, lda, B, ldb, C + i * ldc, ldc);
+  switch (m - i) {
+    case 3: gemm_rows<3>(nv, depth, A + i * lda, lda, B, ldb, C + i * ldc, ldc); break;
+    case 2: gemm_rows<2>(nv, depth, A + i * lda, lda, B, ldb, C + i * ldc, ldc); break;
+    case 1: gemm_rows<1>(nv, depth, A + i * lda, lda, B, ldb, C + i * ldc, ldc); break;
+    default: break;
+  }
+}
+
+void combine(int64_t count, const float* c, const float* rows, int64_t ldr, float* out, int64_t width) {
+  // Four vectors of `out` live in registers across all `count` rows.
+  int64_t x = 0;
+  for (; x + 4 * W <= width; x += 4 * W) {
+    vf a0 = load(out + x), a1 = load(out + x + W), a2 = load(out + x + 2 * W), a3 = load(out + x + 3 * W);
+    for (int64_t j = 0; j < count; ++j) {
+      const vf s = splat(c[j]);
+      const float* r = rows + j * ldr + x;
+      a0 += s * load(r);
+      a1 += s * load(r + W);
+      a2 += s * load(r + 2 * W);
+      a3 += s * load(r + 3 * W);
+    }
+    store(out + x, a0); store(out + x + W, a1); store(out + x + 2 * W, a2); store(out + x + 3 * W, a3);
+  }
+  for (; x < width; x += W) {
+    vf a = load(out + x);
+    for (int64_t j = 0; j < count; ++j) a += splat(c[j]) * load(rows + j * ldr + x);
+    store(out + x, a);
+  }
+}
+
+void axpy(int64_t width, float a, const float* x, float* y) {
+  const vf s = splat(a);
+  for (int64_t i = 0; i < width; i += W) store(y + i, load(y + i) + s * load(x + i));
+}
+
+// exp with Cephes' range reduction and degree-6 polynomial: ~1 ulp over the
+// range softmax needs. Inputs below -87 (incl. -inf) give exactly 0.
+inline vf vexp(vf x) {
+  const vi tiny = x < splat(-87.0f);
+  x = x > splat(88.0f) ? splat(88.0f) : x;
+  x = x < splat(-87.0f) ? splat(-87.0f) : x;
+  const vf magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  vf n = (x * splat(1.44269504088896341f) + magic) - magic;
+  const vf r = x - n * splat(0.693359375f) - n * splat(-2.12194440e-4f);
+  vf y = splat(1.9875691500e-4f);
+  y = y * r + splat(1.3981999507e-3f);
+  y = y * r + splat(8.3334519073e-3f);
+  y = y * r + splat(4.1665795894e-2f);
+  y = y * r + splat(1.6666665459e-1f);
+  y = y * r + splat(5.0000001201e-1f);
+  y = y * r * r + r + splat(1.0f);
+  const vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+  y = y * (vf)e;
+  return (vf)((vi)y & ~tiny);
+}
+
+float exp_sum(float* x, int64_t n, float shift) {
+  const vf sh = splat(shift);
+  vf acc = vf{};
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    const vf e = vexp(load(x + i) - sh);
+    store(x + i, e);
+    acc += e;
+  }
+  if (i < n) {  // tail through a padded copy; pad lanes are -inf -> exactly 0
+    float buf[W];
+    for (int l = 0; l < W; ++l) buf[l] = i + l < n ? x[i + l] : -__builtin_inff();
+    const vf e = vexp(load(buf) - sh);
+    store(buf, e);
+    acc += e;
+    for (int64_t l = 0; i + l < n; ++l) x[i + l] = buf[l];
+  }
+  float s = 0;
+  for (int l = 0; l < W; ++l) s += acc[l];
+  return s;
+}
+
+}  // namespace
+
+#define NHOOD_STR2(x) #x
+#define NHOOD_STR(x) NHOOD_STR2(x)
+const KernelTable table = {NHOOD_STR(NHOOD_KERNEL_NS), gemm_nt, combine, axpy, exp_sum};
+
+}  // namespace nhood::cpu::fused::NHOOD_KERNEL_NS

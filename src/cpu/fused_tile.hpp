@@ -1,0 +1,210 @@
+// Tiling of the fused CPU backend: query tiles, their KV boxes, packing of the
+// box into float32 buffers, and per-segment logits/softmax.
+//
+// A query tile is a box of consecutive positions of one dilation group per
+// axis. Because window begin/end are monotone in the query position
+// (window.hpp), the keys of all its queries form a box too (the KV box): the
+// tile packs that box once (converting dtype) and reuses it for every query.
+// Inside a tile, a *segment* is the run of queries along z at fixed (x, y):
+// they share their x and y windows exactly, so their logits are a few dense
+// blocks [queries x box-z columns], one per key row (x', y') of the window.
+// Each query's z window is a contiguous column range [lo, hi) of each block,
+// and groups of 4 consecutive queries are computed over the union of their
+// ranges only, which keeps masked work small (a band, not the whole block).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "fused_kernels.hpp"
+#include "grid.hpp"
+#include "scalar.hpp"
+
+namespace nhood::cpu::fused {
+
+// Axes reordered so that unit axes come first: z is the innermost real axis,
+// so segments run along it whatever the rank.
+Params canonical(const Params& p);
+
+// A query tile along one axis: dilation group g, group positions [p0, p0+count).
+struct Span {
+  int64_t g = 0, p0 = 0, count = 1;
+};
+std::vector<Span> axis_tiles(const AxisWindow& a, int64_t tile);
+
+// Tile extents (queries per axis) before clipping to the group length.
+constexpr int64_t kTileX = 2, kTileY = 8, kTileZ = 16;
+
+// Keys of a tile along one axis: group positions [begin, end) of group g.
+struct BoxAxis {
+  int64_t g = 0, step = 1, lg = 1, begin = 0, end = 1;
+  int64_t size() const { return end - begin; }
+  int64_t token(int64_t j) const { return g + step * (begin + j); }  // j-th key of the box
+};
+
+inline BoxAxis box_axis(const AxisWindow& a, const Span& s) {
+  BoxAxis b;
+  b.g = s.g;
+  b.step = a.dilation;
+  b.lg = group_length(a, s.g);
+  b.begin = window_in_group(a, s.p0, b.lg).begin;
+  b.end = window_in_group(a, s.p0 + s.count - 1, b.lg).end;
+  return b;
+}
+
+// Row strides of the packed buffers.
+struct Dims {
+  int64_t d, dv, dpad, dvpad, nadd, apad;
+  explicit Dims(const Params& p)
+      : d(p.head_dim), dv(p.head_dim_v), dpad(pad_to(p.head_dim)), dvpad(pad_to(p.head_dim_v)),
+        nadd(p.n_additional), apad(pad_to(p.n_additional)) {}
+};
+
+// Writes one grid vector (n elements, stride sd) as float into dst[0:n],
+// zeroing dst[n:npad] so kernels can run over whole vectors.
+template <typename T>
+inline void load_row(const T* src, int64_t sd, int64_t n, int64_t npad, float scale, float* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = scale * float(load(src + i * sd));
+  for (int64_t i = n; i < npad; ++i) dst[i] = 0.0f;
+}
+
+template <typename T>
+inline void store_row(T* dst, int64_t sd, int64_t n, const float* src, float scale) {
+  for (int64_t i = 0; i < n; ++i) store(dst + i * sd, double(scale * src[i]));
+}
+
+// The KV box of a tile, for one (batch, kv head), packed as float32.
+//   rows[r][w][npad]      one vector per key: r = box row (x', y'), w = box z
+//   cols[r][e][wpad]      transposed: element e of every key of row r
+// Additional tokens are one more "row" of nadd keys every query attends.
+struct Packed {
+  int64_t nrows = 0, nz = 0, wpad = 0;
+  std::vector<float> rows, cols, add_rows, add_cols;
+
+  template <typename T, typename Op, typename TokOp>
+  void pack(const Op& o, const TokOp& add, int64_t n, bool want_rows, bool want_cols, const BoxAxis (&box)[3],
+            int64_t b, int64_t h, int64_t nadd) {
+    const int64_t npad = pad_to(n);
+    nrows = box[0].size() * box[1].size();
+    nz = box[2].size();
+    wpad = pad_to(nz) + kPad;  // room for kernels to run a vector past the end
+    const T* base = static_cast<const T*>(o.data);
+    if (want_rows) rows.resize(size_t(nrows * nz * npad));
+    if (want_cols) cols.assign(size_t(nrows * n * wpad), 0.0f);
+    float tmp[1];
+    (void)tmp;
+    for (int64_t ix = 0; ix < box[0].size(); ++ix)
+      for (int64_t iy = 0; iy < box[1].size(); ++iy) {
+        const int64_t r = ix * box[1].size() + iy;
+        for (int64_t w = 0; w < nz; ++w) {
+          const T* src = base + offset(o, b, box[0].token(ix), box[1].token(iy), box[2].token(w), h);
+          if (want_rows) {
+            float* dst = rows.data() + (r * nz + w) * npad;
+            load_row(src, o.sd, n, npad, 1.0f, dst);
+            if (want_cols)
+              for (int64_t e = 0; e < n; ++e) cols[size_t((r * n + e) * wpad + w)] = dst[e];
+          } else {
+            for (int64_t e = 0; e < n; ++e) cols[size_t((r * n + e) * wpad + w)] = float(load(src + e * o.sd));
+          }
+        }
+      }
+    if (nadd == 0) return;
+    const int64_t apad = pad_to(nadd) + kPad;
+    const T* abase = static_cast<const T*>(add.data);
+    add_rows.resize(size_t(nadd * npad));
+    if (want_cols) add_cols.assign(size_t(n * apad), 0.0f);
+    for (int64_t a = 0; a < nadd; ++a) {
+      float* dst = add_rows.data() + a * npad;
+      load_row(abase + offset(add, b, a, h), add.sd, n, npad, 1.0f, dst);
+      if (want_cols)
+        for (int64_t e = 0; e < n; ++e) add_cols[size_t(e * apad + a)] = dst[e];
+    }
+  }
+};
+
+// The queries of one segment and the key rows/columns they attend.
+struct Segment {
+  int64_t m = 0;                 // queries (consecutive group positions along z)
+  int64_t rx0 = 0, rx1 = 0;      // x window, as box row indices
+  int64_t ry0 = 0, ry1 = 0;      // y window
+  int64_t ny = 1;                // box rows per box x (= box y size)
+  std::vector<int64_t> lo, hi;   // per query: z window as box columns
+  int64_t nrows() const { return (rx1 - rx0) * (ry1 - ry0); }
+  int64_t box_row(int64_t rr) const {
+    const int64_t nyw = ry1 - ry0;
+    return (rx0 + rr / nyw) * ny + ry0 + rr % nyw;
+  }
+};
+
+inline void make_segment(const Params& p, const Span (&s)[3], const BoxAxis (&box)[3], int64_t px, int64_t py,
+                         Segment& seg) {
+  const IndexRange wx = window_in_group(p.axis[0], px, box[0].lg);
+  const IndexRange wy = window_in_group(p.axis[1], py, box[1].lg);
+  seg.rx0 = wx.begin - box[0].begin;
+  seg.rx1 = wx.end - box[0].begin;
+  seg.ry0 = wy.begin - box[1].begin;
+  seg.ry1 = wy.end - box[1].begin;
+  seg.ny = box[1].size();
+  seg.m = s[2].count;
+  seg.lo.resize(size_t(seg.m));
+  seg.hi.resize(size_t(seg.m));
+  for (int64_t i = 0; i < seg.m; ++i) {
+    const IndexRange wz = window_in_group(p.axis[2], s[2].p0 + i, box[2].lg);
+    seg.lo[size_t(i)] = wz.begin - box[2].begin;
+    seg.hi[size_t(i)] = wz.end - box[2].begin;
+  }
+}
+
+// Logit buffer layout of a segment: per query, one block of wpad columns per
+// key row, then the additional tokens.
+inline int64_t logits_stride(const Segment& seg, const Packed& kv, const Dims& dims) {
+  return seg.nrows() * kv.wpad + (dims.nadd ? pad_to(dims.nadd) + kPad : 0);
+}
+
+// S[i][...] = A_i . key for every key query i attends (plus neighbors in the
+// band). A: [m][apad] packed query-side rows; kv.cols: transposed keys.
+inline void band_logits(const KernelTable& kt, const Segment& seg, const Packed& kv, int64_t depth, const float* A,
+                        int64_t lda, int64_t nadd, float* S, int64_t lds) {
+  for (int64_t rr = 0; rr < seg.nrows(); ++rr) {
+    const float* cols = kv.cols.data() + seg.box_row(rr) * depth * kv.wpad;
+    for (int64_t i0 = 0; i0 < seg.m; i0 += 4) {
+      const int64_t mb = seg.m - i0 < 4 ? seg.m - i0 : 4;
+      const int64_t c0 = seg.lo[size_t(i0)], c1 = seg.hi[size_t(i0 + mb - 1)];
+      kt.gemm_nt(mb, c1 - c0, depth, A + i0 * lda, lda, cols + c0, kv.wpad, S + i0 * lds + rr * kv.wpad + c0, lds);
+    }
+  }
+  if (nadd)
+    kt.gemm_nt(seg.m, nadd, depth, A, lda, kv.add_cols.data(), pad_to(nadd) + kPad, S + seg.nrows() * kv.wpad, lds);
+}
+
+// Softmax of query i's logits in place (normalized probabilities on the
+// attended entries; others untouched). Returns the row's log-sum-exp.
+inline float softmax_row(const KernelTable& kt, const Segment& seg, int64_t i, int64_t wpad, int64_t nadd, float* s) {
+  const int64_t lo = seg.lo[size_t(i)], hi = seg.hi[size_t(i)], nr = seg.nrows();
+  float mx = -INFINITY;
+  for (int64_t rr = 0; rr < nr; ++rr)
+    for (int64_t w = lo; w < hi; ++w) mx = s[rr * wpad + w] > mx ? s[rr * wpad + w] : mx;
+  for (int64_t a = 0; a < nadd; ++a) mx = s[nr * wpad + a] > mx ? s[nr * wpad + a] : mx;
+  float sum = 0;
+  for (int64_t rr = 0; rr < nr; ++rr) sum += kt.exp_sum(s + rr * wpad + lo, hi - lo, mx);
+  if (nadd) sum += kt.exp_sum(s + nr * wpad, nadd, mx);
+  const float inv = 1.0f / sum;
+  for (int64_t rr = 0; rr < nr; ++rr)
+    for (int64_t w = lo; w < hi; ++w) s[rr * wpad + w] *= inv;
+  for (int64_t a = 0; a < nadd; ++a) s[nr * wpad + a] *= inv;
+  return mx + std::log(sum);
+}
+
+// out[0:width] += sum over attended keys of c[key] * key_row (forward P.V,
+// backward dS.K): `rows` is kv.rows or kv.add_rows of width `width`.
+inline void combine_row(const KernelTable& kt, const Segment& seg, int64_t i, const Packed& kv, int64_t width,
+                        int64_t nadd, const float* c, float* out) {
+  const int64_t lo = seg.lo[size_t(i)], hi = seg.hi[size_t(i)];
+  for (int64_t rr = 0; rr < seg.nrows(); ++rr)
+    kt.combine(hi - lo, c + rr * kv.wpad + lo, kv.rows.data() + (seg.box_row(rr) * kv.nz + lo) * width, width, out,
+               width);
+  if (nadd) kt.combine(nadd, c + seg.nrows() * kv.wpad, kv.add_rows.data(), width, out, width);
+}
+
+}  // namespace nhood::cpu::fused
