@@ -13,6 +13,6 @@ from hypothesis import HealthCheck, settings
 
 _COMMON = dict(deadline=None, derandomize=True, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("ci", max_examples=12, **_COMMON)
+settings.register_profile("ci", max_examples=40, **_COMMON)
 settings.register_profile("thorough", max_examples=300, **_COMMON)
 settings.load_profile(os.environ.get("NHOOD_HYPOTHESIS_PROFILE", "ci"))
