@@ -13,7 +13,7 @@ from .. import functional as _functional
 
 def forward(query, key, value, add_k, add_v, rank, kernel, stride, dilation, causal, scale, backend,
             return_lse=True):
-    """Framework-free forward with window arguments already normalized (`rank` entries per axis)."""
+    """Framework-free forward (window arguments as nhood.na*d takes them)."""
     return _functional._na_forward(rank, query, key, value, kernel, stride, dilation, causal, scale, add_k, add_v,
                                    return_lse, backend, None)
 

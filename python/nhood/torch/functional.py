@@ -51,22 +51,25 @@ def na(rank, query, key, value, kernel_size, stride=1, dilation=1, is_causal=Fal
     """Neighborhood attention of rank 1..3: the custom ops under torch.compile,
     an autograd.Function in eager mode when gradients are needed, else the plain path.
     lse, when returned, does not propagate gradients (it is marked non-differentiable)."""
-    kernel, strides, dilations, causal = _functional._window(rank, kernel_size, stride, dilation, is_causal)
+    if not wants_graph(query, key, value, additional_keys, additional_values):  # e.g. modules in inference
+        return _functional._na_forward(rank, query, key, value, kernel_size, stride, dilation, is_causal, scale,
+                                       additional_keys, additional_values, return_lse, backend, None)
     if (additional_keys is None) != (additional_values is None):
         raise ValueError("additional_keys and additional_values must be given together")
     query, key, value, additional_keys, additional_values = _autocast(
         [query, key, value, additional_keys, additional_values], query.device.type)
     tensors = (query, key, value, additional_keys, additional_values)
-    scale, backend = _args.scale_arg(scale), _args.backend_arg(backend)
     if torch.compiler.is_compiling():
         # Traced: the registered custom op (fake impl for shapes, its own autograd formula).
+        kernel, strides, dilations, causal = _functional._window(rank, kernel_size, stride, dilation, is_causal)
         out, lse = _ops.na_forward(*tensors, rank, list(kernel), list(strides), list(dilations), list(causal),
-                                   scale, backend)
+                                   _args.scale_arg(scale), _args.backend_arg(backend))
     else:
-        window = (rank, kernel[:rank], strides[:rank], dilations[:rank], causal[:rank], scale, backend)
+        # Eager: window arguments go through as given; the framework-free path normalizes them.
+        window = (rank, kernel_size, stride, dilation, is_causal, scale, backend)
         if _needs_grad(tensors):
             out, lse = _eager.NeighborhoodAttentionFunction.apply(*tensors, *window)
-        else:
+        else:  # autocast without gradients
             return _eager.forward(*tensors, *window, return_lse=return_lse)
     return (out, lse) if return_lse else out
 
