@@ -41,7 +41,7 @@ void backward_impl(const Params& p) {
   parallel_for(units * parts, 1, [&](int64_t begin, int64_t end) {
     Packed kpack, vpack;
     Segment seg;
-    std::vector<float> qs, dos, prob, dprob, acc(size_t(dims.dpad));
+    std::vector<float> qs, dos, prob, dprob, pc, dc, acc(size_t(dims.dpad));
     for (int64_t work = begin; work < end; ++work) {
       const int64_t part = work % parts, unit = work / parts;
       const int64_t hk = unit % p.heads_kv, b = unit / p.heads_kv;
@@ -70,46 +70,44 @@ void backward_impl(const Params& p) {
             const int64_t lds = logits_stride(seg, kpack, dims);
             prob.resize(size_t(seg.m * lds));
             dprob.resize(size_t(seg.m * lds));
+            pc.resize(size_t(lds));
+            dc.resize(size_t(lds));
             band_logits(kt, seg, kpack, dims.d, qs.data(), dims.dpad, dims.nadd, prob.data(), lds);
             band_logits(kt, seg, vpack, dims.dv, dos.data(), dims.dvpad, dims.nadd, dprob.data(), lds);
             const int64_t nr = seg.nrows();
             for (int64_t i = 0; i < seg.m; ++i) {
               const int64_t z = s[2].g + p.axis[2].dilation * (s[2].p0 + i);
               const int64_t lo = seg.lo[size_t(i)], hi = seg.hi[size_t(i)];
-              float* pr = prob.data() + i * lds;
-              float* ds = dprob.data() + i * lds;  // dP, then dS in place
-              softmax_row(kt, seg, i, kpack.wpad, dims.nadd, pr);
+              float* pr = pc.data();  // compact P, then normalized
+              float* ds = dc.data();  // compact dP, then dS
+              const int64_t n = gather_row(seg, i, kpack.wpad, dims.nadd, prob.data() + i * lds, pr);
+              gather_row(seg, i, kpack.wpad, dims.nadd, dprob.data() + i * lds, ds);
+              const float inv = 1.0f / softmax_unnormalized(kt, pr, n).sum;
               float delta = 0;
-              for (int64_t rr = 0; rr < nr; ++rr)
-                for (int64_t w = lo; w < hi; ++w) delta += pr[rr * kpack.wpad + w] * ds[rr * kpack.wpad + w];
-              for (int64_t a = 0; a < dims.nadd; ++a) delta += pr[nr * kpack.wpad + a] * ds[nr * kpack.wpad + a];
-              for (int64_t rr = 0; rr < nr; ++rr)
-                for (int64_t w = lo; w < hi; ++w) {
-                  float& v = ds[rr * kpack.wpad + w];
-                  v = pr[rr * kpack.wpad + w] * (v - delta);
-                }
-              for (int64_t a = 0; a < dims.nadd; ++a) {
-                float& v = ds[nr * kpack.wpad + a];
-                v = pr[nr * kpack.wpad + a] * (v - delta);
+              for (int64_t j = 0; j < n; ++j) {
+                pr[j] *= inv;
+                delta += pr[j] * ds[j];
               }
+              for (int64_t j = 0; j < n; ++j) ds[j] = pr[j] * (ds[j] - delta);
               acc.assign(size_t(dims.dpad), 0.0f);
               combine_row(kt, seg, i, kpack, dims.dpad, dims.nadd, ds, acc.data());
               store_row(dq + offset(p.dq, b, x, y, z, h), p.dq.sd, dims.d, acc.data(), scale);
-              // dK_j += dS_ij * scale * q_i, dV_j += P_ij * dO_i
+              // dK_j += dS_ij * (scale * q_i), dV_j += P_ij * dO_i
               const float* qi = qs.data() + i * dims.dpad;
               const float* doi = dos.data() + i * dims.dvpad;
+              int64_t j = 0;
               for (int64_t rr = 0; rr < nr; ++rr) {
                 const int64_t br = seg.box_row(rr);
                 const int64_t kx = box[0].token(br / box[1].size()), ky = box[1].token(br % box[1].size());
-                for (int64_t w = lo; w < hi; ++w) {
+                for (int64_t w = lo; w < hi; ++w, ++j) {
                   const int64_t key = (kx * ly + ky) * lz + box[2].token(w);
-                  kt.axpy(dims.dpad, ds[rr * kpack.wpad + w], qi, dk_acc + key * dims.dpad);
-                  kt.axpy(dims.dvpad, pr[rr * kpack.wpad + w], doi, dv_acc + key * dims.dvpad);
+                  kt.axpy(dims.dpad, ds[j], qi, dk_acc + key * dims.dpad);
+                  kt.axpy(dims.dvpad, pr[j], doi, dv_acc + key * dims.dvpad);
                 }
               }
-              for (int64_t a = 0; a < dims.nadd; ++a) {
-                kt.axpy(dims.dpad, ds[nr * kpack.wpad + a], qi, dk_acc + (tokens + a) * dims.dpad);
-                kt.axpy(dims.dvpad, pr[nr * kpack.wpad + a], doi, dv_acc + (tokens + a) * dims.dvpad);
+              for (int64_t a = 0; a < dims.nadd; ++a, ++j) {
+                kt.axpy(dims.dpad, ds[j], qi, dk_acc + (tokens + a) * dims.dpad);
+                kt.axpy(dims.dvpad, pr[j], doi, dv_acc + (tokens + a) * dims.dvpad);
               }
             }
           }

@@ -27,7 +27,7 @@ void forward_impl(const Params& p) {
   parallel_for(p.batch * p.heads * ntiles, 1, [&](int64_t begin, int64_t end) {
     Packed kpack, vpack;
     Segment seg;
-    std::vector<float> qs, logits, acc(size_t(dims.dvpad));
+    std::vector<float> qs, logits, prob, acc(size_t(dims.dvpad));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t t = task % ntiles, h = (task / ntiles) % p.heads, b = task / (ntiles * p.heads);
       const Span s[3] = {tiles[0][size_t(t / (nty * ntz))], tiles[1][size_t(t / ntz % nty)], tiles[2][size_t(t % ntz)]};
@@ -50,12 +50,13 @@ void forward_impl(const Params& p) {
           band_logits(kt, seg, kpack, dims.d, qs.data(), dims.dpad, dims.nadd, logits.data(), lds);
           for (int64_t i = 0; i < seg.m; ++i) {
             const int64_t z = s[2].g + p.axis[2].dilation * (s[2].p0 + i);
-            float* row = logits.data() + i * lds;
-            const float row_lse = softmax_row(kt, seg, i, kpack.wpad, dims.nadd, row);
+            prob.resize(size_t(lds));
+            const int64_t n = gather_row(seg, i, kpack.wpad, dims.nadd, logits.data() + i * lds, prob.data());
+            const SoftmaxStats st = softmax_unnormalized(kt, prob.data(), n);
             acc.assign(size_t(dims.dvpad), 0.0f);
-            combine_row(kt, seg, i, vpack, dims.dvpad, dims.nadd, row, acc.data());
-            store_row(out + offset(p.out, b, x, y, z, h), p.out.sd, dims.dv, acc.data(), 1.0f);
-            if (lse) lse[offset(p.lse, b, x, y, z, h)] = row_lse;
+            combine_row(kt, seg, i, vpack, dims.dvpad, dims.nadd, prob.data(), acc.data());
+            store_row(out + offset(p.out, b, x, y, z, h), p.out.sd, dims.dv, acc.data(), 1.0f / st.sum);
+            if (lse) lse[offset(p.lse, b, x, y, z, h)] = st.lse();
           }
         }
     }

@@ -34,7 +34,7 @@ struct Span {
 std::vector<Span> axis_tiles(const AxisWindow& a, int64_t tile);
 
 // Tile extents (queries per axis) before clipping to the group length.
-constexpr int64_t kTileX = 2, kTileY = 8, kTileZ = 16;
+constexpr int64_t kTileX = 2, kTileY = 16, kTileZ = 16;
 
 // Keys of a tile along one axis: group positions [begin, end) of group g.
 struct BoxAxis {
@@ -61,11 +61,20 @@ struct Dims {
         nadd(p.n_additional), apad(pad_to(p.n_additional)) {}
 };
 
+// Element to float without a detour through double (keeps the loops simple
+// enough for the compiler to vectorize the float32 case).
+inline float to_f(float x) { return x; }
+inline float to_f(Half x) { return to_float(x); }
+inline float to_f(BFloat16 x) { return to_float(x); }
+
 // Writes one grid vector (n elements, stride sd) as float into dst[0:n],
 // zeroing dst[n:npad] so kernels can run over whole vectors.
 template <typename T>
 inline void load_row(const T* src, int64_t sd, int64_t n, int64_t npad, float scale, float* dst) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = scale * float(load(src + i * sd));
+  if (sd == 1)
+    for (int64_t i = 0; i < n; ++i) dst[i] = scale * to_f(src[i]);
+  else
+    for (int64_t i = 0; i < n; ++i) dst[i] = scale * to_f(src[i * sd]);
   for (int64_t i = n; i < npad; ++i) dst[i] = 0.0f;
 }
 
@@ -80,7 +89,7 @@ inline void store_row(T* dst, int64_t sd, int64_t n, const float* src, float sca
 // Additional tokens are one more "row" of nadd keys every query attends.
 struct Packed {
   int64_t nrows = 0, nz = 0, wpad = 0;
-  std::vector<float> rows, cols, add_rows, add_cols;
+  std::vector<float> rows, cols, add_rows, add_cols, scratch;
 
   template <typename T, typename Op, typename TokOp>
   void pack(const Op& o, const TokOp& add, int64_t n, bool want_rows, bool want_cols, const BoxAxis (&box)[3],
@@ -90,25 +99,27 @@ struct Packed {
     nz = box[2].size();
     wpad = pad_to(nz) + kPad;  // room for kernels to run a vector past the end
     const T* base = static_cast<const T*>(o.data);
-    if (want_rows) rows.resize(size_t(nrows * nz * npad));
-    if (want_cols) cols.assign(size_t(nrows * n * wpad), 0.0f);
-    float tmp[1];
-    (void)tmp;
+    // Rows first (contiguous reads of the source), then the transpose from
+    // that L1/L2-resident copy: sequential writes, short strided reads.
+    std::vector<float>& rbuf = want_rows ? rows : scratch;
+    rbuf.resize(size_t(nrows * nz * npad));
     for (int64_t ix = 0; ix < box[0].size(); ++ix)
       for (int64_t iy = 0; iy < box[1].size(); ++iy) {
         const int64_t r = ix * box[1].size() + iy;
-        for (int64_t w = 0; w < nz; ++w) {
-          const T* src = base + offset(o, b, box[0].token(ix), box[1].token(iy), box[2].token(w), h);
-          if (want_rows) {
-            float* dst = rows.data() + (r * nz + w) * npad;
-            load_row(src, o.sd, n, npad, 1.0f, dst);
-            if (want_cols)
-              for (int64_t e = 0; e < n; ++e) cols[size_t((r * n + e) * wpad + w)] = dst[e];
-          } else {
-            for (int64_t e = 0; e < n; ++e) cols[size_t((r * n + e) * wpad + w)] = float(load(src + e * o.sd));
-          }
-        }
+        for (int64_t w = 0; w < nz; ++w)
+          load_row(base + offset(o, b, box[0].token(ix), box[1].token(iy), box[2].token(w), h), o.sd, n, npad, 1.0f,
+                   rbuf.data() + (r * nz + w) * npad);
       }
+    if (want_cols) {
+      cols.resize(size_t(nrows * n * wpad));
+      for (int64_t r = 0; r < nrows; ++r)
+        for (int64_t e = 0; e < n; ++e) {
+          float* c = cols.data() + (r * n + e) * wpad;
+          const float* src = rbuf.data() + r * nz * npad + e;
+          for (int64_t w = 0; w < nz; ++w) c[w] = src[w * npad];
+          for (int64_t w = nz; w < wpad; ++w) c[w] = 0.0f;
+        }
+    }
     if (nadd == 0) return;
     const int64_t apad = pad_to(nadd) + kPad;
     const T* abase = static_cast<const T*>(add.data);
@@ -178,33 +189,38 @@ inline void band_logits(const KernelTable& kt, const Segment& seg, const Packed&
     kt.gemm_nt(seg.m, nadd, depth, A, lda, kv.add_cols.data(), pad_to(nadd) + kPad, S + seg.nrows() * kv.wpad, lds);
 }
 
-// Softmax of query i's logits in place (normalized probabilities on the
-// attended entries; others untouched). Returns the row's log-sum-exp.
-inline float softmax_row(const KernelTable& kt, const Segment& seg, int64_t i, int64_t wpad, int64_t nadd, float* s) {
+// Copies query i's attended entries of its logits row `s` into dst, in key
+// order (window rows, then additional tokens): the softmax and the kernels
+// then run over one contiguous array (one vectorized exp call per query).
+inline int64_t gather_row(const Segment& seg, int64_t i, int64_t wpad, int64_t nadd, const float* s, float* dst) {
   const int64_t lo = seg.lo[size_t(i)], hi = seg.hi[size_t(i)], nr = seg.nrows();
-  float mx = -INFINITY;
+  int64_t n = 0;
   for (int64_t rr = 0; rr < nr; ++rr)
-    for (int64_t w = lo; w < hi; ++w) mx = s[rr * wpad + w] > mx ? s[rr * wpad + w] : mx;
-  for (int64_t a = 0; a < nadd; ++a) mx = s[nr * wpad + a] > mx ? s[nr * wpad + a] : mx;
-  float sum = 0;
-  for (int64_t rr = 0; rr < nr; ++rr) sum += kt.exp_sum(s + rr * wpad + lo, hi - lo, mx);
-  if (nadd) sum += kt.exp_sum(s + nr * wpad, nadd, mx);
-  const float inv = 1.0f / sum;
-  for (int64_t rr = 0; rr < nr; ++rr)
-    for (int64_t w = lo; w < hi; ++w) s[rr * wpad + w] *= inv;
-  for (int64_t a = 0; a < nadd; ++a) s[nr * wpad + a] *= inv;
-  return mx + std::log(sum);
+    for (int64_t w = lo; w < hi; ++w) dst[n++] = s[rr * wpad + w];
+  for (int64_t a = 0; a < nadd; ++a) dst[n++] = s[nr * wpad + a];
+  return n;
 }
 
-// out[0:width] += sum over attended keys of c[key] * key_row (forward P.V,
-// backward dS.K): `rows` is kv.rows or kv.add_rows of width `width`.
+// Unnormalized softmax in place: x[j] = exp(x[j] - max). Returns {max, sum}.
+struct SoftmaxStats {
+  float max, sum;
+  float lse() const { return max + std::log(sum); }
+};
+inline SoftmaxStats softmax_unnormalized(const KernelTable& kt, float* x, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < n; ++j) mx = x[j] > mx ? x[j] : mx;
+  return {mx, kt.exp_sum(x, n, mx)};
+}
+
+// out[0:width] += sum over attended keys of c[j] * key_row (forward P.V,
+// backward dS.K), c compact as made by gather_row; `kv.rows` have stride width.
 inline void combine_row(const KernelTable& kt, const Segment& seg, int64_t i, const Packed& kv, int64_t width,
                         int64_t nadd, const float* c, float* out) {
   const int64_t lo = seg.lo[size_t(i)], hi = seg.hi[size_t(i)];
   for (int64_t rr = 0; rr < seg.nrows(); ++rr)
-    kt.combine(hi - lo, c + rr * kv.wpad + lo, kv.rows.data() + (seg.box_row(rr) * kv.nz + lo) * width, width, out,
+    kt.combine(hi - lo, c + rr * (hi - lo), kv.rows.data() + (seg.box_row(rr) * kv.nz + lo) * width, width, out,
                width);
-  if (nadd) kt.combine(nadd, c + seg.nrows() * kv.wpad, kv.add_rows.data(), width, out, width);
+  if (nadd) kt.combine(nadd, c + seg.nrows() * (hi - lo), kv.add_rows.data(), width, out, width);
 }
 
 }  // namespace nhood::cpu::fused
