@@ -33,9 +33,9 @@ int64_t group_len_max(const AxisWindow& a) { return (a.length + a.dilation - 1) 
 
 // Block tile: 64 tokens as a box, doubling the axis whose neighborhood box
 // grows least (relative to its kernel), never past the group length.
-void block_tile(const Params& p, int* t) {
+void block_tile(const Params& p, int total, int* t) {
   t[0] = t[1] = t[2] = 1;
-  for (int step = 0; step < 6; ++step) {
+  for (int step = 0; step < log2i(total); ++step) {
     int best = -1;
     double best_growth = 0;
     for (int a = 2; a >= 0; --a) {
@@ -85,9 +85,9 @@ bool vec_ok(const TokenOperand& o) {
 }
 
 // inner_total: keys per inner tile (forward/dQ) or queries (dK/dV).
-Geo make_geo(const Params& p, int inner_total, bool backward_ops) {
+Geo make_geo(const Params& p, int block_total, int inner_total, bool backward_ops) {
   Geo g{};
-  block_tile(p, g.t);
+  block_tile(p, block_total, g.t);
   int64_t e[3];
   for (int a = 0; a < 3; ++a) {
     g.tsh[a] = 0;
@@ -164,7 +164,7 @@ void forward(const Params& p, void* stream) {
   visit(p, [&](auto tag, auto hd) {
     using T = decltype(tag);
     constexpr int HD = decltype(hd)::value;
-    launch_forward<T, HD>(p, make_geo(p, kv_tile<HD>(), false), s);
+    launch_forward<T, HD>(p, make_geo(p, kRows * fwd_mi<HD>(), fwd_bk<HD>(), false), s);
   });
 }
 
@@ -177,10 +177,10 @@ void backward(const Params& p, void* stream) {
     constexpr int HD = decltype(hd)::value;
     if constexpr (HD <= 128) {
       launch_delta<T, HD>(p, ws.as<float>(), s);
-      Geo gq = make_geo(p, kv_tile<HD>(), true);
+      Geo gq = make_geo(p, kRows, kv_tile<HD>(), true);
       gq.delta = ws.as<float>();
       launch_dq<T, HD>(p, gq, s);
-      Geo gk = make_geo(p, kRows, true);
+      Geo gk = make_geo(p, kRows, kRows, true);
       gk.delta = ws.as<float>();
       launch_dkdv<T, HD>(p, gk, s);
     }

@@ -232,7 +232,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p, const Ge
                     kj[r][2] < w[5];
         }
 #pragma unroll
-        for (int r = 0; r < 2; ++r) s[n][2 * r + e] = in[r] ? exp2f(s[n][2 * r + e] * scale2 - l2) : 0.f;
+        for (int r = 0; r < 2; ++r) s[n][2 * r + e] = in[r] ? fast_exp2(s[n][2 * r + e] * scale2 - l2) : 0.f;
       }
     pv<T, HD, BQ>(dv, s, sO, lane);  // dV += P^T dO
     float dp[BQ / 8][4];

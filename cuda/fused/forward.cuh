@@ -86,6 +86,67 @@ __device__ __forceinline__ void load_kv(const Params& p, const Geo& geo, const B
   }
 }
 
+// exp2 on the SFU (ex2.approx, flushes denormals): inputs are <= 0 here.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Forward, MI m-tiles of 16 rows per warp (rows row0 + 16 i): each K/V
+// fragment read from shared memory feeds MI MMAs (shared-memory bandwidth,
+// not the tensor cores, bounds the 16-row version).
+template <class T, int HD, int BK, int MI>
+__device__ __forceinline__ void qk_mi(float (*s)[BK / 8][4], const T* sA, const T* sB, int row0, int lane) {
+  constexpr int LD = HD + 8;
+#pragma unroll
+  for (int i = 0; i < MI; ++i)
+#pragma unroll
+    for (int n = 0; n < BK / 8; ++n) s[i][n][0] = s[i][n][1] = s[i][n][2] = s[i][n][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk) {
+    uint32_t a[MI][4];
+#pragma unroll
+    for (int i = 0; i < MI; ++i) ldsm4(a[i], a_addr<LD>(sA, row0 + 16 * i, kk * 16, lane));
+#pragma unroll
+    for (int np = 0; np < BK / 16; ++np) {
+      uint32_t bb[4];
+      ldsm4(bb, b_addr<LD>(sB, np * 16, kk * 16, lane));
+#pragma unroll
+      for (int i = 0; i < MI; ++i) {
+        mma<T>(s[i][2 * np], a[i], bb[0], bb[1]);
+        mma<T>(s[i][2 * np + 1], a[i], bb[2], bb[3]);
+      }
+    }
+  }
+}
+
+template <class T, int HD, int BK, int MI>
+__device__ __forceinline__ void pv_mi(float (*acc)[HD / 8][4], const float (*s)[BK / 8][4], const T* sB, int lane) {
+  constexpr int LD = HD + 8;
+#pragma unroll
+  for (int kk = 0; kk < BK / 16; ++kk) {
+    uint32_t a[MI][4];
+#pragma unroll
+    for (int i = 0; i < MI; ++i) {
+      a[i][0] = pack2<T>(s[i][2 * kk][0], s[i][2 * kk][1]);
+      a[i][1] = pack2<T>(s[i][2 * kk][2], s[i][2 * kk][3]);
+      a[i][2] = pack2<T>(s[i][2 * kk + 1][0], s[i][2 * kk + 1][1]);
+      a[i][3] = pack2<T>(s[i][2 * kk + 1][2], s[i][2 * kk + 1][3]);
+    }
+#pragma unroll
+    for (int np = 0; np < HD / 16; ++np) {
+      uint32_t bb[4];
+      ldsm4t(bb, bt_addr<LD>(sB, kk * 16, np * 16, lane));
+#pragma unroll
+      for (int i = 0; i < MI; ++i) {
+        mma<T>(acc[i][2 * np], a[i], bb[0], bb[1]);
+        mma<T>(acc[i][2 * np + 1], a[i], bb[2], bb[3]);
+      }
+    }
+  }
+}
+
 // S = Q K^T for this warp's 16 rows x BK keys (fp32 accumulators).
 template <class T, int HD, int BK>
 __device__ __forceinline__ void qk(float (*s)[4], const T* sA, const T* sB, int warp, int lane) {
@@ -159,19 +220,20 @@ __device__ __forceinline__ void mask_additional(float (*s)[4], int a0, int n_add
       if (a0 + n * 8 + (lane & 3) * 2 + e >= n_add) s[n][e] = s[n][2 + e] = -INFINITY;
 }
 
-template <class T, int HD, int BK>
+template <class T, int HD, int BK, int MI>
 constexpr int fwd_smem_bytes() {
-  return (kRows + 4 * BK) * (HD + 8) * int(sizeof(T));
+  return (kRows * MI + 4 * BK) * (HD + 8) * int(sizeof(T));
 }
 
-template <class T, int HD, int BK>
+template <class T, int HD, int BK, int MI>
 __global__ void __launch_bounds__(kThreads) forward_kernel(const Params p, const Geo geo) {
   constexpr int LD = HD + 8;
+  constexpr int BQ = kRows * MI;
   extern __shared__ __align__(16) unsigned char smem[];
   T* sQ = reinterpret_cast<T*>(smem);
-  T* sK0 = sQ + kRows * LD;  // [2][BK][LD]
+  T* sK0 = sQ + BQ * LD;  // [2][BK][LD]
   T* sV0 = sK0 + 2 * BK * LD;
-  __shared__ int s_win[kRows][6];
+  __shared__ int s_win[BQ][6];
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int b = blockIdx.z, h = blockIdx.y, hk = h / int(p.heads / p.heads_kv);
@@ -180,19 +242,19 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const Params p, const
   KvWalk kw;
   kw.init(p, geo, bt, BK);
 
-  if (threadIdx.x < kRows) {
+  for (int r = threadIdx.x; r < BQ; r += kThreads) {
     int q[3];
-    const bool ok = bt.pos(geo, threadIdx.x, q);
+    const bool ok = bt.pos(geo, r, q);
 #pragma unroll
     for (int a = 0; a < 3; ++a) {
       const IndexRange w = window_in_group(p.axis[a], q[a], bt.lg[a]);
-      s_win[threadIdx.x][2 * a] = ok ? int(w.begin) : 1;
-      s_win[threadIdx.x][2 * a + 1] = ok ? int(w.end) : 0;
+      s_win[r][2 * a] = ok ? int(w.begin) : 1;
+      s_win[r][2 * a + 1] = ok ? int(w.end) : 0;
     }
   }
   {
     const T* gq = static_cast<const T*>(p.q.data) + b * p.q.sb + h * p.q.sh;
-    load_rows<HD, kRows>(sQ, gq, p.q.sd, int(p.head_dim), geo.vec, [&](int r, int64_t& off) {
+    load_rows<HD, BQ>(sQ, gq, p.q.sd, int(p.head_dim), geo.vec, [&](int r, int64_t& off) {
       int q[3];
       const bool ok = bt.pos(geo, r, q);
       off = tok_off(p.q, p, bt.g, q);
@@ -202,23 +264,20 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const Params p, const
   if (kw.n_total > 0) load_kv<T, HD, BK>(p, geo, bt, kw, 0, b, hk, sK0, sV0);
   cp_async_commit();
 
-  const int r0 = warp * 16 + lane / 4;
-  int win[2][6];
-  float o[HD / 8][4];
+  const int row0 = warp * 16 * MI;  // this warp's first row; thread rows row0 + 16 i + lane/4 (+8)
+  float o[MI][HD / 8][4];
 #pragma unroll
-  for (int n = 0; n < HD / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  for (int i = 0; i < MI; ++i)
+#pragma unroll
+    for (int n = 0; n < HD / 8; ++n) o[i][n][0] = o[i][n][1] = o[i][n][2] = o[i][n][3] = 0.f;
+  float m[MI][2], l[MI][2];
+#pragma unroll
+  for (int i = 0; i < MI; ++i) m[i][0] = m[i][1] = -INFINITY, l[i][0] = l[i][1] = 0.f;
   const float scale2 = float(p.scale) * kLog2e;
 
   for (int it = 0; it < kw.n_total; ++it) {
     cp_async_wait_all();
     __syncthreads();
-    if (it == 0) {
-#pragma unroll
-      for (int r = 0; r < 2; ++r)
-#pragma unroll
-        for (int c = 0; c < 6; ++c) win[r][c] = s_win[r0 + 8 * r][c];
-    }
     const int buf = it & 1;
     if (it + 1 < kw.n_total)
       load_kv<T, HD, BK>(p, geo, bt, kw, it + 1, b, hk, sK0 + (buf ^ 1) * BK * LD, sV0 + (buf ^ 1) * BK * LD);
@@ -226,67 +285,86 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const Params p, const
     const T* sK = sK0 + buf * BK * LD;
     const T* sV = sV0 + buf * BK * LD;
 
-    float s[BK / 8][4];
-    qk<T, HD, BK>(s, sQ, sK, warp, lane);
+    float s[MI][BK / 8][4];
+    qk_mi<T, HD, BK, MI>(s, sQ, sK, row0, lane);
 #pragma unroll
-    for (int n = 0; n < BK / 8; ++n)
+    for (int i = 0; i < MI; ++i)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) s[n][e] *= scale2;
+      for (int n = 0; n < BK / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[i][n][e] *= scale2;
     if (it < kw.n_spatial) {
       int j0[3];
-      if (!kw.origin(geo, it, j0)) mask_spatial<BK>(s, geo, j0, win, lane);
+      if (!kw.origin(geo, it, j0)) {
+#pragma unroll
+        for (int i = 0; i < MI; ++i) {
+          int win[2][6];
+#pragma unroll
+          for (int r = 0; r < 2; ++r)
+#pragma unroll
+            for (int c = 0; c < 6; ++c) win[r][c] = s_win[row0 + 16 * i + lane / 4 + 8 * r][c];
+          mask_spatial<BK>(s[i], geo, j0, win, lane);
+        }
+      }
     } else {
       const int a0 = (it - kw.n_spatial) * BK;
-      if (a0 + BK > p.n_additional) mask_additional<BK>(s, a0, int(p.n_additional), lane);
+      if (a0 + BK > p.n_additional)
+#pragma unroll
+        for (int i = 0; i < MI; ++i) mask_additional<BK>(s[i], a0, int(p.n_additional), lane);
     }
     // Online softmax (log2 domain); each row lives in 4 lanes.
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float mx = m[r];
+    for (int i = 0; i < MI; ++i)
 #pragma unroll
-      for (int n = 0; n < BK / 8; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float base = mx == -INFINITY ? 0.f : mx;
-      const float alpha = exp2f(m[r] - base);
-      m[r] = mx;
-      float sum = 0.f;
+      for (int r = 0; r < 2; ++r) {
+        float mx = m[i][r];
 #pragma unroll
-      for (int n = 0; n < BK / 8; ++n) {
-        s[n][2 * r] = exp2f(s[n][2 * r] - base);
-        s[n][2 * r + 1] = exp2f(s[n][2 * r + 1] - base);
-        sum += s[n][2 * r] + s[n][2 * r + 1];
+        for (int n = 0; n < BK / 8; ++n) mx = fmaxf(mx, fmaxf(s[i][n][2 * r], s[i][n][2 * r + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float base = mx == -INFINITY ? 0.f : mx;
+        const float alpha = fast_exp2(m[i][r] - base);
+        m[i][r] = mx;
+        float sum = 0.f;
+#pragma unroll
+        for (int n = 0; n < BK / 8; ++n) {
+          s[i][n][2 * r] = fast_exp2(s[i][n][2 * r] - base);
+          s[i][n][2 * r + 1] = fast_exp2(s[i][n][2 * r + 1] - base);
+          sum += s[i][n][2 * r] + s[i][n][2 * r + 1];
+        }
+        l[i][r] = l[i][r] * alpha + sum;
+#pragma unroll
+        for (int n = 0; n < HD / 8; ++n) {
+          o[i][n][2 * r] *= alpha;
+          o[i][n][2 * r + 1] *= alpha;
+        }
       }
-      l[r] = l[r] * alpha + sum;
-#pragma unroll
-      for (int n = 0; n < HD / 8; ++n) {
-        o[n][2 * r] *= alpha;
-        o[n][2 * r + 1] *= alpha;
-      }
-    }
-    pv<T, HD, BK>(o, s, sV, lane);
+    pv_mi<T, HD, BK, MI>(o, s, sV, lane);
   }
 
   // Epilogue: normalize, store valid rows.
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    int q[3];
-    if (!bt.pos(geo, r0 + 8 * r, q)) continue;
-    const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
-    T* go = static_cast<T*>(p.out.data) + b * p.out.sb + h * p.out.sh + tok_off(p.out, p, bt.g, q);
+  for (int i = 0; i < MI; ++i)
 #pragma unroll
-    for (int n = 0; n < HD / 8; ++n) {
-      const int d = n * 8 + (lane & 3) * 2;
-      if (d < p.head_dim_v) go[d * p.out.sd] = from_float<T>(o[n][2 * r] * inv);
-      if (d + 1 < p.head_dim_v) go[(d + 1) * p.out.sd] = from_float<T>(o[n][2 * r + 1] * inv);
+    for (int r = 0; r < 2; ++r) {
+      float li = l[i][r];
+      li += __shfl_xor_sync(0xffffffffu, li, 1);
+      li += __shfl_xor_sync(0xffffffffu, li, 2);
+      int q[3];
+      if (!bt.pos(geo, row0 + 16 * i + lane / 4 + 8 * r, q)) continue;
+      const float inv = li > 0.f ? 1.f / li : 0.f;
+      T* go = static_cast<T*>(p.out.data) + b * p.out.sb + h * p.out.sh + tok_off(p.out, p, bt.g, q);
+#pragma unroll
+      for (int n = 0; n < HD / 8; ++n) {
+        const int d = n * 8 + (lane & 3) * 2;
+        if (d < p.head_dim_v) go[d * p.out.sd] = from_float<T>(o[i][n][2 * r] * inv);
+        if (d + 1 < p.head_dim_v) go[(d + 1) * p.out.sd] = from_float<T>(o[i][n][2 * r + 1] * inv);
+      }
+      if (p.lse.data && (lane & 3) == 0) {
+        float* gl = static_cast<float*>(p.lse.data) + b * p.lse.sb + h * p.lse.sh + tok_off(p.lse, p, bt.g, q);
+        *gl = (m[i][r] + log2f(li)) * 0.69314718055994531f;
+      }
     }
-    if (p.lse.data && (lane & 3) == 0) {
-      float* gl = static_cast<float*>(p.lse.data) + b * p.lse.sb + h * p.lse.sh + tok_off(p.lse, p, bt.g, q);
-      *gl = (m[r] + log2f(l[r])) * 0.69314718055994531f;
-    }
-  }
 }
 
 // Backward, query-major: dQ = scale * sum_j P_ij (dP_ij - delta_i) K_j.
@@ -392,7 +470,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p, const Geo 
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int r = e >> 1;
-        const float pr = exp2f(s[n][e] - lse2[r]);
+        const float pr = fast_exp2(s[n][e] - lse2[r]);
         s[n][e] = pr * (dp[n][e] - delta[r]);
       }
     pv<T, HD, BK>(dq, s, sK, lane);  // dQ += dS K

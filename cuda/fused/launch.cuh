@@ -16,6 +16,17 @@ constexpr int kv_tile() {
   return HD == 256 ? 32 : 64;
 }
 
+// Forward: MI m-tiles of 16 query rows per warp (block of 64 * MI queries)
+// and a KV inner tile of fwd_bk keys, sized to stay within 255 registers.
+template <int HD>
+constexpr int fwd_mi() {
+  return HD == 128 ? 2 : 1;
+}
+template <int HD>
+constexpr int fwd_bk() {
+  return HD >= 128 ? 32 : 64;
+}
+
 template <class K>
 void raise_smem(K kernel, int bytes) {
   NHOOD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
@@ -27,9 +38,9 @@ inline dim3 grid_of(const Params& p, const Geo& geo, int extra_blocks, int64_t h
 
 template <class T, int HD>
 void launch_forward(const Params& p, const Geo& geo, cudaStream_t stream) {
-  constexpr int BK = kv_tile<HD>();
-  constexpr int smem = fwd_smem_bytes<T, HD, BK>();
-  auto kernel = forward_kernel<T, HD, BK>;
+  constexpr int BK = fwd_bk<HD>(), MI = fwd_mi<HD>();
+  constexpr int smem = fwd_smem_bytes<T, HD, BK, MI>();
+  auto kernel = forward_kernel<T, HD, BK, MI>;
   raise_smem(kernel, smem);
   kernel<<<grid_of(p, geo, 0, p.heads), kThreads, smem, stream>>>(p, geo);
   NHOOD_CUDA_CHECK_LAUNCH("fused forward");

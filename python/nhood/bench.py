@@ -44,10 +44,25 @@ def axis_windows(length, kernel, stride, dilation):
     return first, count
 
 
-def timeit(torch, fn, reps, warmup):
+def timeit(torch, fn, reps, warmup, graphs=True):
+    """Median ms of fn. With graphs, fn is captured once in a CUDA graph and
+    the replays are timed, so host-side launch overhead (Python, dispatch)
+    is left out for every implementation alike; falls back to eager calls
+    when capture fails. Returns (ms, captured)."""
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
+    captured = False
+    if graphs:
+        try:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                fn()
+            graph.replay()
+            torch.cuda.synchronize()
+            fn, captured = graph.replay, True
+        except Exception:  # noqa: BLE001 - not capturable: time eager calls
+            torch.cuda.synchronize()
     times = []
     for _ in range(reps):
         a = torch.cuda.Event(enable_timing=True)
@@ -58,7 +73,7 @@ def timeit(torch, fn, reps, warmup):
         b.synchronize()
         times.append(a.elapsed_time(b))
     times.sort()
-    return times[len(times) // 2]
+    return times[len(times) // 2], captured
 
 
 def run_case(name, args, torch, nhood):
@@ -76,15 +91,15 @@ def run_case(name, args, torch, nhood):
 
     def record(impl, fwd, fwdbwd):
         try:
-            f = timeit(torch, fwd, reps, warm)
+            f, cap = timeit(torch, fwd, reps, warm, not args.eager)
         except Exception as e:  # noqa: BLE001 - a peer may not support the case
             results[impl] = {"error": f"{type(e).__name__}: {str(e)[:120]}"}
             torch.cuda.empty_cache()
             return
-        r = {"fwd_ms": f, "fwd_tflops": flops / f / 1e9}
+        r = {"fwd_ms": f, "fwd_tflops": flops / f / 1e9, "cuda_graph": cap}
         if fwdbwd is not None and not args.no_backward:
             try:
-                fb = timeit(torch, fwdbwd, reps, warm)
+                fb, _ = timeit(torch, fwdbwd, reps, warm, not args.eager)
                 r.update(fwdbwd_ms=fb, fwdbwd_tflops=3.5 * flops / fb / 1e9)
             except Exception as e:  # noqa: BLE001
                 r["bwd_error"] = f"{type(e).__name__}: {str(e)[:120]}"
@@ -178,6 +193,7 @@ def main(argv=None):
     ap.add_argument("--no-backward", action="store_true")
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
     ap.add_argument("--json", metavar="PATH")
+    ap.add_argument("--eager", action="store_true", help="time eager calls (includes host overhead), no CUDA graphs")
     args = ap.parse_args(argv)
     import torch
     import nhood
