@@ -129,6 +129,13 @@ def test_import_nhood_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_nhood_works_without_torch():
+    # sys.modules["torch"] = None makes `import torch` fail, as if torch were not installed.
+    code = ("import sys; sys.modules['torch'] = None; import numpy as np, nhood; "
+            "q = np.ones((1, 8, 1, 4)); assert nhood.na1d(q, q, q, 3).shape == q.shape")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 @pytest.mark.parametrize("rank,spatial", [(1, (12,)), (2, (7, 6)), (3, (3, 5, 4))])
 def test_modules_shape_and_strided_qkv_views(rank, spatial):
     cls = [nt.NeighborhoodAttention1D, nt.NeighborhoodAttention2D, nt.NeighborhoodAttention3D][rank - 1]
