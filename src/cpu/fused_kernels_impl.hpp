@@ -72,11 +72,28 @@ void gemm_nt(int64_t m, int64_t n, int64_t depth, const float* A, int64_t lda, c
 }
 
 void combine(int64_t count, const float* c, const float* rows, int64_t ldr, float* out, int64_t width) {
-  // Four vectors of `out` live in registers across all `count` rows.
+  // Four vectors of `out` stay in registers across all rows; even and odd
+  // rows go to separate accumulators so two FMA chains run in parallel
+  // (count is often only 7-13, so one chain would be latency-bound).
   int64_t x = 0;
   for (; x + 4 * W <= width; x += 4 * W) {
     vf a0 = load(out + x), a1 = load(out + x + W), a2 = load(out + x + 2 * W), a3 = load(out + x + 3 * W);
-    for (int64_t j = 0; j < count; ++j) {
+    vf b0 = vf{}, b1 = vf{}, b2 = vf{}, b3 = vf{};
+    int64_t j = 0;
+    for (; j + 2 <= count; j += 2) {
+      const vf s = splat(c[j]), t = splat(c[j + 1]);
+      const float* r = rows + j * ldr + x;
+      const float* q = r + ldr;
+      a0 += s * load(r);
+      a1 += s * load(r + W);
+      a2 += s * load(r + 2 * W);
+      a3 += s * load(r + 3 * W);
+      b0 += t * load(q);
+      b1 += t * load(q + W);
+      b2 += t * load(q + 2 * W);
+      b3 += t * load(q + 3 * W);
+    }
+    if (j < count) {
       const vf s = splat(c[j]);
       const float* r = rows + j * ldr + x;
       a0 += s * load(r);
@@ -84,12 +101,18 @@ void combine(int64_t count, const float* c, const float* rows, int64_t ldr, floa
       a2 += s * load(r + 2 * W);
       a3 += s * load(r + 3 * W);
     }
-    store(out + x, a0); store(out + x + W, a1); store(out + x + 2 * W, a2); store(out + x + 3 * W, a3);
+    store(out + x, a0 + b0); store(out + x + W, a1 + b1); store(out + x + 2 * W, a2 + b2);
+    store(out + x + 3 * W, a3 + b3);
   }
   for (; x < width; x += W) {
-    vf a = load(out + x);
-    for (int64_t j = 0; j < count; ++j) a += splat(c[j]) * load(rows + j * ldr + x);
-    store(out + x, a);
+    vf a = load(out + x), b = vf{};
+    int64_t j = 0;
+    for (; j + 2 <= count; j += 2) {
+      a += splat(c[j]) * load(rows + j * ldr + x);
+      b += splat(c[j + 1]) * load(rows + (j + 1) * ldr + x);
+    }
+    if (j < count) a += splat(c[j]) * load(rows + j * ldr + x);
+    store(out + x, a + b);
   }
 }
 
