@@ -23,7 +23,7 @@ def per_axis_bools(value, rank: int, name: str) -> tuple[bool, bool, bool]:
         return (value,) * rank + (False,) * (3 - rank)
     values = _per_axis(value, rank, name)
     for v in values:
-        if not isinstance(v, bool) and type(v).__name__ != "bool_":
+        if not isinstance(v, bool) and type(v).__name__ not in ("bool_", "bool"):  # NumPy 1.x bool_, 2.x bool
             raise TypeError(f"{name} must be a bool or a tuple of {rank} bools, got {value!r}")
     return tuple(bool(v) for v in values) + (False,) * (3 - rank)
 
