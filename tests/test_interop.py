@@ -233,3 +233,18 @@ def test_attention_torch():
     want = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                                              is_causal=True).transpose(1, 2)
     assert rel_err(out, to64(want)) <= 1e-5
+
+
+# ---- NumPy scalars as window arguments -------------------------------------------------
+
+def test_numpy_scalar_window_arguments():
+    """Window arguments computed with NumPy (np.int64, np.bool_, np.float32)
+    mean the same as the Python values."""
+    q, k, v = (RNG.standard_normal((1, 9, 8, 2, 4)) for _ in range(3))
+    want = nhood.na2d(q, k, v, (3, 4), stride=(1, 2), dilation=(2, 1), is_causal=(True, False), scale=0.5)
+    got = nhood.na2d(q, k, v, (np.int64(3), np.int32(4)), stride=(np.int8(1), np.int64(2)), dilation=(np.int64(2), 1),
+                     is_causal=(np.bool_(True), np.bool_(False)), scale=np.float32(0.5))
+    assert np.array_equal(got, want)
+    assert np.array_equal(nhood.na2d(q, k, v, np.int64(3), is_causal=np.bool_(True)),
+                          nhood.na2d(q, k, v, 3, is_causal=True))
+    assert rel_err(want, ref.forward(q, k, v, (3, 4), (1, 2), (2, 1), (True, False), 0.5)[0]) <= 1e-10
