@@ -8,7 +8,8 @@ Cases (targets from the cpu backend brief, results in docs/performance.md):
   (b) 1x64x64, 4 heads, d64, 13x13 float32: nhood effective FLOP/s (4*B*H*N*|window|*D)
       vs torch.matmul float32 FLOP/s (target >= 30%);
   (c) relative error of cpu vs the float64 `reference` backend (target <= 1e-5).
-Times are medians over many runs after warm-up, on random normal inputs.
+Times are medians over many runs after warm-up, on random normal inputs; nhood and its peer
+run in alternating rounds so both see the same background load.
 """
 from __future__ import annotations
 
@@ -19,8 +20,14 @@ import statistics
 import sys
 import time
 
-import numpy as np
-import torch
+# torch's OpenMP workers spin after each op by default; with nhood's own pool
+# on the same cores, that spinning would be charged to nhood in the
+# interleaved rounds below. Passive waiting costs torch nothing measurable on
+# ops of tens of milliseconds. Must be set before torch loads OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 import nhood
 
@@ -32,16 +39,20 @@ NA = {1: nhood.na1d, 2: nhood.na2d, 3: nhood.na3d}
 NA_BWD = {1: nhood.na1d_backward, 2: nhood.na2d_backward, 3: nhood.na3d_backward}
 
 
-def median_time(fn, min_runs=10, min_seconds=1.0, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
+def interleaved_medians(fns, seconds, warmup=2):
+    """Median time of each fn, timed in alternating rounds: on a shared, busy
+    machine every fn then sees the same background load, so ratios hold up."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
     start = time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - start < min_seconds:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    while len(times[0]) < 10 or time.perf_counter() - start < seconds:
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) for ts in times]
 
 
 def rel(a, b):
@@ -50,24 +61,30 @@ def rel(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def matmul_flops(seconds):
-    n = 1024
+def matmul(n=1024):
     a, b = torch.randn(n, n), torch.randn(n, n)
-    t = median_time(lambda: torch.matmul(a, b), min_seconds=seconds)
-    return 2 * n**3 / t
+    return (lambda: torch.matmul(a, b)), 2 * n**3
 
 
 def case(spatial, heads, dim, kernel, seconds, sdpa):
+    """Times nhood cpu forward/backward interleaved with a peer: SDPA with a
+    dense mask (sdpa=True) or a 1024^3 torch.matmul (row['matmul_flops'])."""
     rank = len(spatial)
     g = torch.Generator().manual_seed(0)
     shape = (1, *spatial, heads, dim)
     q, k, v = (torch.randn(shape, generator=g) for _ in range(3))
     na = NA[rank]
-    t_fwd = median_time(lambda: na(q, k, v, kernel, backend="cpu"), min_seconds=seconds)
+    fwd = lambda: na(q, k, v, kernel, backend="cpu")  # noqa: E731
     out, lse = na(q, k, v, kernel, backend="cpu", return_lse=True)
     d_out = torch.randn(out.shape, generator=g)
     bwd = lambda: NA_BWD[rank](q, k, v, out, lse, d_out, kernel, backend="cpu")  # noqa: E731
-    t_bwd = median_time(bwd, min_seconds=seconds)
+    if sdpa:
+        mask = torch.from_numpy(neighborhood_mask(spatial, kernel, (1,) * rank, (1,) * rank, (False,) * rank))
+        qh, kh, vh = (x.reshape(1, -1, heads, dim).transpose(1, 2) for x in (q, k, v))
+        peer = lambda: torch.nn.functional.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask)  # noqa: E731
+    else:
+        peer, mm_flops = matmul()
+    t_fwd, t_bwd, t_peer = interleaved_medians([fwd, bwd, peer], seconds)
     ref_out, ref_lse = na(q, k, v, kernel, backend="reference", return_lse=True)
     ref_grads = NA_BWD[rank](q, k, v, ref_out, ref_lse, d_out, kernel, backend="reference")
     grads = bwd()
@@ -78,12 +95,10 @@ def case(spatial, heads, dim, kernel, seconds, sdpa):
                fwd_ms=t_fwd * 1e3, bwd_ms=t_bwd * 1e3, fwd_gflops=flops / t_fwd / 1e9,
                bwd_gflops=2.5 * flops / t_bwd / 1e9, max_rel_err=err, sdpa_ms=float("nan"))
     if sdpa:
-        mask = torch.from_numpy(neighborhood_mask(spatial, kernel, (1,) * rank, (1,) * rank, (False,) * rank))
-        qh, kh, vh = (x.reshape(1, n, heads, dim).transpose(1, 2) for x in (q, k, v))
-        sd = lambda: torch.nn.functional.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask)  # noqa: E731
-        row["sdpa_ms"] = median_time(sd, min_seconds=seconds) * 1e3
-        ref = sd().transpose(1, 2).reshape(out.shape)
-        row["sdpa_vs_cpu_err"] = rel(out, ref)
+        row["sdpa_ms"] = t_peer * 1e3
+        row["sdpa_vs_cpu_err"] = rel(out, peer().transpose(1, 2).reshape(out.shape))
+    else:
+        row["matmul_flops"] = mm_flops / t_peer
     return row
 
 
@@ -94,9 +109,9 @@ def main():
     seconds = 0.3 if args.quick else 2.0
     print(f"torch {torch.__version__}, torch threads {torch.get_num_threads()}, cpu kernels: "
           f"{os.environ.get('NHOOD_CPU_ISA', 'auto')}")
-    mm = matmul_flops(seconds)
     a = case((56, 56), 2, 32, (7, 7), seconds, sdpa=True)
     b = case((64, 64), 4, 64, (13, 13), seconds, sdpa=False)
+    mm = b["matmul_flops"]
     print(f"torch.matmul 1024^3 float32: {mm / 1e9:.1f} GFLOP/s")
     print(f"{'case':28} {'fwd ms':>8} {'bwd ms':>8} {'fwd GF/s':>9} {'bwd GF/s':>9} {'sdpa ms':>9} {'max rel err':>12}")
     for r in (a, b):
