@@ -16,16 +16,21 @@ inline int64_t pad_to(int64_t n) { return (n + kPad - 1) / kPad * kPad; }
 
 struct KernelTable {
   const char* isa;
+  int64_t vec;  // floats per vector
   // C[i*ldc + j] = sum_d A[i*lda + d] * B[d*ldb + j] for i < m, j < n.
   // Writes (and reads B) up to j < n rounded up to kPad.
   void (*gemm_nt)(int64_t m, int64_t n, int64_t depth, const float* A, int64_t lda, const float* B, int64_t ldb,
                   float* C, int64_t ldc);
+  // gemm_nt over nb blocks: block j reads B + j*bstride and writes C + j*cstride.
+  void (*gemm_nt_blocks)(int64_t m, int64_t nb, int64_t n, int64_t depth, const float* A, int64_t lda, const float* B,
+                         int64_t bstride, int64_t ldb, float* C, int64_t cstride, int64_t ldc);
   // out[0:width] += sum_{j<count} c[j] * rows[j*ldr + 0:width]; width % kPad == 0.
   void (*combine)(int64_t count, const float* c, const float* rows, int64_t ldr, float* out, int64_t width);
   // y[0:width] += a * x[0:width]; width % kPad == 0.
   void (*axpy)(int64_t width, float a, const float* x, float* y);
-  // x[j] = exp(x[j] - shift) for j < n (exactly n elements); returns their sum.
-  float (*exp_sum)(float* x, int64_t n, float shift);
+  // *max_out = max_j x[j]; x[j] = exp(x[j] - max) for j < n (exactly n
+  // elements, n >= 1); returns their sum.
+  float (*exp_sum)(float* x, int64_t n, float* max_out);
 };
 
 // The best table this CPU supports (chosen once).

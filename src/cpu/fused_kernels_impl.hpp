@@ -71,6 +71,51 @@ void gemm_nt(int64_t m, int64_t n, int64_t depth, const float* A, int64_t lda, c
   }
 }
 
+// Narrow bands (n <= W columns, e.g. 2 queries of a 7-wide window): one
+// vector per block, so M rows x J key-row blocks give M*J independent FMA
+// chains per broadcast of A, instead of a latency-bound single vector.
+template <int M, int J>
+void gemm_blocks1(int64_t depth, const float* A, int64_t lda, const float* B, int64_t bstride, int64_t ldb, float* C,
+                  int64_t cstride, int64_t ldc) {
+  vf acc[M][J];
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < J; ++j) acc[i][j] = vf{};
+  for (int64_t d = 0; d < depth; ++d) {
+    vf b[J];
+    for (int j = 0; j < J; ++j) b[j] = load(B + j * bstride + d * ldb);
+    for (int i = 0; i < M; ++i) {
+      const vf a = splat(A[i * lda + d]);
+      for (int j = 0; j < J; ++j) acc[i][j] += a * b[j];
+    }
+  }
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < J; ++j) store(C + j * cstride + i * ldc, acc[i][j]);
+}
+
+template <int M>
+void gemm_blocks_rows(int64_t nb, int64_t depth, const float* A, int64_t lda, const float* B, int64_t bstride,
+                      int64_t ldb, float* C, int64_t cstride, int64_t ldc) {
+  int64_t j = 0;
+  for (; j + 4 <= nb; j += 4) gemm_blocks1<M, 4>(depth, A, lda, B + j * bstride, bstride, ldb, C + j * cstride, cstride, ldc);
+  switch (nb - j) {
+    case 3: gemm_blocks1<M, 3>(depth, A, lda, B + j * bstride, bstride, ldb, C + j * cstride, cstride, ldc); break;
+    case 2: gemm_blocks1<M, 2>(depth, A, lda, B + j * bstride, bstride, ldb, C + j * cstride, cstride, ldc); break;
+    case 1: gemm_blocks1<M, 1>(depth, A, lda, B + j * bstride, bstride, ldb, C + j * cstride, cstride, ldc); break;
+    default: break;
+  }
+}
+
+void gemm_nt_blocks(int64_t m, int64_t nb, int64_t n, int64_t depth, const float* A, int64_t lda, const float* B,
+                    int64_t bstride, int64_t ldb, float* C, int64_t cstride, int64_t ldc) {
+  if (n > W) {
+    for (int64_t j = 0; j < nb; ++j) gemm_nt(m, n, depth, A, lda, B + j * bstride, ldb, C + j * cstride, ldc);
+    return;
+  }
+  int64_t i = 0;
+  for (; i + 2 <= m; i += 2) gemm_blocks_rows<2>(nb, depth, A + i * lda, lda, B, bstride, ldb, C + i * ldc, cstride, ldc);
+  if (i < m) gemm_blocks_rows<1>(nb, depth, A + i * lda, lda, B, bstride, ldb, C + i * ldc, cstride, ldc);
+}
+
 void combine(int64_t count, const float* c, const float* rows, int64_t ldr, float* out, int64_t width) {
   // Four vectors of `out` stay in registers across all rows; even and odd
   // rows go to separate accumulators so two FMA chains run in parallel
@@ -142,10 +187,21 @@ inline vf vexp(vf x) {
   return (vf)((vi)y & ~tiny);
 }
 
-float exp_sum(float* x, int64_t n, float shift) {
-  const vf sh = splat(shift);
-  vf acc = vf{};
+// Vector max, then exp and sum in one pass over the (short, contiguous) row.
+float exp_sum(float* x, int64_t n, float* max_out) {
+  vf vm = splat(-__builtin_inff());
   int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    const vf v = load(x + i);
+    vm = v > vm ? v : vm;
+  }
+  float mx = -__builtin_inff();
+  for (int l = 0; l < W; ++l) mx = vm[l] > mx ? vm[l] : mx;
+  for (; i < n; ++i) mx = x[i] > mx ? x[i] : mx;
+  *max_out = mx;
+  const vf sh = splat(mx);
+  vf acc = vf{};
+  i = 0;
   for (; i + W <= n; i += W) {
     const vf e = vexp(load(x + i) - sh);
     store(x + i, e);
@@ -168,6 +224,6 @@ float exp_sum(float* x, int64_t n, float shift) {
 
 #define NHOOD_STR2(x) #x
 #define NHOOD_STR(x) NHOOD_STR2(x)
-const KernelTable table = {NHOOD_STR(NHOOD_KERNEL_NS), gemm_nt, combine, axpy, exp_sum};
+const KernelTable table = {NHOOD_STR(NHOOD_KERNEL_NS), W, gemm_nt, gemm_nt_blocks, combine, axpy, exp_sum};
 
 }  // namespace nhood::cpu::fused::NHOOD_KERNEL_NS

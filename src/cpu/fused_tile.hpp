@@ -177,12 +177,30 @@ inline int64_t logits_stride(const Segment& seg, const Packed& kv, const Dims& d
 // band). A: [m][apad] packed query-side rows; kv.cols: transposed keys.
 inline void band_logits(const KernelTable& kt, const Segment& seg, const Packed& kv, int64_t depth, const float* A,
                         int64_t lda, int64_t nadd, float* S, int64_t lds) {
-  for (int64_t rr = 0; rr < seg.nrows(); ++rr) {
-    const float* cols = kv.cols.data() + seg.box_row(rr) * depth * kv.wpad;
-    for (int64_t i0 = 0; i0 < seg.m; i0 += 4) {
-      const int64_t mb = seg.m - i0 < 4 ? seg.m - i0 : 4;
-      const int64_t c0 = seg.lo[size_t(i0)], c1 = seg.hi[size_t(i0 + mb - 1)];
-      kt.gemm_nt(mb, c1 - c0, depth, A + i0 * lda, lda, cols + c0, kv.wpad, S + i0 * lds + rr * kv.wpad + c0, lds);
+  // Narrow windows: pairs of queries whose band fits one vector, all key rows
+  // of one x' at once (gemm_nt_blocks); otherwise 4 queries per band.
+  bool narrow = true;
+  for (int64_t i0 = 0; i0 + 1 < seg.m && narrow; i0 += 2)
+    narrow = seg.hi[size_t(i0 + 1)] - seg.lo[size_t(i0)] <= kt.vec;
+  if (narrow) {
+    const int64_t nyw = seg.ry1 - seg.ry0;
+    for (int64_t rr0 = 0; rr0 < seg.nrows(); rr0 += nyw) {
+      const float* cols = kv.cols.data() + seg.box_row(rr0) * depth * kv.wpad;
+      for (int64_t i0 = 0; i0 < seg.m; i0 += 2) {
+        const int64_t mb = seg.m - i0 < 2 ? seg.m - i0 : 2;
+        const int64_t c0 = seg.lo[size_t(i0)], c1 = seg.hi[size_t(i0 + mb - 1)];
+        kt.gemm_nt_blocks(mb, nyw, c1 - c0, depth, A + i0 * lda, lda, cols + c0, depth * kv.wpad, kv.wpad,
+                          S + i0 * lds + rr0 * kv.wpad + c0, kv.wpad, lds);
+      }
+    }
+  } else {
+    for (int64_t rr = 0; rr < seg.nrows(); ++rr) {
+      const float* cols = kv.cols.data() + seg.box_row(rr) * depth * kv.wpad;
+      for (int64_t i0 = 0; i0 < seg.m; i0 += 4) {
+        const int64_t mb = seg.m - i0 < 4 ? seg.m - i0 : 4;
+        const int64_t c0 = seg.lo[size_t(i0)], c1 = seg.hi[size_t(i0 + mb - 1)];
+        kt.gemm_nt(mb, c1 - c0, depth, A + i0 * lda, lda, cols + c0, kv.wpad, S + i0 * lds + rr * kv.wpad + c0, lds);
+      }
     }
   }
   if (nadd)
@@ -207,9 +225,9 @@ struct SoftmaxStats {
   float lse() const { return max + std::log(sum); }
 };
 inline SoftmaxStats softmax_unnormalized(const KernelTable& kt, float* x, int64_t n) {
-  float mx = -INFINITY;
-  for (int64_t j = 0; j < n; ++j) mx = x[j] > mx ? x[j] : mx;
-  return {mx, kt.exp_sum(x, n, mx)};
+  SoftmaxStats st;
+  st.sum = kt.exp_sum(x, n, &st.max);
+  return st;
 }
 
 // out[0:width] += sum over attended keys of c[j] * key_row (forward P.V,
