@@ -59,6 +59,8 @@ step import-check "$PY" -c "import nhood; print('cuda', nhood.cuda_available(), 
 step pytest-cuda "$PY" -m pytest -q -p no:cacheprovider --durations=5 tests/test_cuda.py
 step memcheck-naive memcheck "$PY" scripts/memcheck_cases.py naive
 step pytest-jax "$PY" -m pytest -q -p no:cacheprovider --durations=5 tests/test_jax.py  # nhood.jax FFI handlers on the GPU
+# ---- fused (cuda/fused) ----
+step pytest-fused "$PY" -m pytest -q -p no:cacheprovider tests/test_fused.py
 # ---- other kernel families: one line each, e.g. ----
 # step pytest-fused "$PY" -m pytest -q tests/test_fused.py
 # step memcheck-fused memcheck "$PY" scripts/memcheck_cases.py fused

@@ -12,7 +12,7 @@
 
 namespace nhood::fused {
 
-template <class T, int HD> void launch_forward(const Params&, const Geo&, cudaStream_t);
+template <class T, int HD, int MI> void launch_forward(const Params&, const Geo&, cudaStream_t);
 template <class T, int HD> void launch_delta(const Params&, float*, cudaStream_t);
 template <class T, int HD> void launch_dq(const Params&, const Geo&, cudaStream_t);
 template <class T, int HD> void launch_dkdv(const Params&, const Geo&, cudaStream_t);
@@ -130,6 +130,12 @@ bool device_ok(int index) {
   return cached[index] == 1;
 }
 
+int64_t sm_count(int index) {
+  int n = 0;
+  if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, index) != cudaSuccess) cudaGetLastError();
+  return n > 0 ? n : 1;
+}
+
 std::string unsupported(const Params& p, bool backward) {
   if (p.dtype != DType::float16 && p.dtype != DType::bfloat16)
     return "fused runs float16 and bfloat16 only (tensor cores); float32/float64 go to naive/reference";
@@ -164,7 +170,13 @@ void forward(const Params& p, void* stream) {
   visit(p, [&](auto tag, auto hd) {
     using T = decltype(tag);
     constexpr int HD = decltype(hd)::value;
-    launch_forward<T, HD>(p, make_geo(p, kRows * fwd_mi<HD>(), fwd_bk<HD>(), false), s);
+    constexpr int MI = fwd_mi<HD>();
+    const Geo g = make_geo(p, kRows * MI, fwd_bk<HD>(), false);
+    // Few large blocks (e.g. 1-D, one head) leave SMs idle: halve the block.
+    if (MI > 1 && int64_t(g.n_spatial_blocks) * p.heads * p.batch < 2 * sm_count(p.device.index))
+      launch_forward<T, HD, 1>(p, make_geo(p, kRows, fwd_bk<HD>(), false), s);
+    else
+      launch_forward<T, HD, MI>(p, g, s);
   });
 }
 

@@ -36,9 +36,9 @@ inline dim3 grid_of(const Params& p, const Geo& geo, int extra_blocks, int64_t h
   return dim3(unsigned(geo.n_spatial_blocks + extra_blocks), unsigned(heads), unsigned(p.batch));
 }
 
-template <class T, int HD>
+template <class T, int HD, int MI>
 void launch_forward(const Params& p, const Geo& geo, cudaStream_t stream) {
-  constexpr int BK = fwd_bk<HD>(), MI = fwd_mi<HD>();
+  constexpr int BK = fwd_bk<HD>();
   constexpr int smem = fwd_smem_bytes<T, HD, BK, MI>();
   auto kernel = forward_kernel<T, HD, BK, MI>;
   raise_smem(kernel, smem);
@@ -75,7 +75,7 @@ void launch_dkdv(const Params& p, const Geo& geo, cudaStream_t stream) {
 }
 
 #define NHOOD_FUSED_INSTANTIATE(T, HD)                                                   \
-  template void launch_forward<T, HD>(const Params&, const Geo&, cudaStream_t);          \
+  template void launch_forward<T, HD, 1>(const Params&, const Geo&, cudaStream_t);       \
   template void launch_delta<T, HD>(const Params&, float*, cudaStream_t);                \
   template void launch_dq<T, HD>(const Params&, const Geo&, cudaStream_t);               \
   template void launch_dkdv<T, HD>(const Params&, const Geo&, cudaStream_t);
