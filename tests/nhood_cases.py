@@ -157,3 +157,26 @@ def make_inputs(p, arrays, rng):
 def unsupported(err: Exception) -> bool:
     """A backend's documented refusal of a problem (not a wrong answer)."""
     return isinstance(err, ValueError) and "does not support this" in str(err)
+
+
+def _supports(backend, dtype) -> bool:
+    """Whether `backend` accepts `dtype` at all (e.g. `cpu` leaves float64 to
+    `reference`), asked of the library with a tiny problem."""
+    if dtype == "bfloat16" and not HAS_TORCH:
+        return True  # the bfloat16 tests skip without torch
+    x = Arrays(dtype).put(np.ones((1, 2, 1, 2)))
+    try:
+        NA[1](x, x, x, 1, backend=backend)
+    except ValueError as e:
+        if unsupported(e):
+            return False
+        raise
+    return True
+
+
+SUPPORTED = {(b, d): _supports(b, d) for b in CPU_BACKENDS for d in DTYPES}
+# Every (backend, dtype) pair a backend accepts; refusals are tested in test_forward.py.
+BACKEND_DTYPES = [pytest.param(b, d, id=f"{b}-{d}") for b in CPU_BACKENDS for d in DTYPES if SUPPORTED[b, d]]
+# The most precise dtype of each backend, for fixed-case tests.
+EXACT = {b: "float64" if SUPPORTED[b, "float64"] else "float32" for b in CPU_BACKENDS}
+FLOAT64_BACKENDS = [b for b in CPU_BACKENDS if SUPPORTED[b, "float64"]]

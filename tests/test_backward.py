@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 import dense_reference as ref
 import nhood
-from nhood_cases import (CPU_BACKENDS, DTYPES, NA, NA_BACKWARD, TOL, Arrays, make_inputs, poisoned_outputs, problems,
-                         rel_err, to64, unsupported, window)
+from nhood_cases import (BACKEND_DTYPES, CPU_BACKENDS, EXACT, FLOAT64_BACKENDS, NA, NA_BACKWARD, TOL, Arrays, make_inputs,
+                         poisoned_outputs, problems, rel_err, to64, unsupported, window)
 
 NAMES = ["d_query", "d_key", "d_value", "d_additional_keys", "d_additional_values"]
 
@@ -36,7 +36,15 @@ def _check_backward(p, dtype, backend, deterministic=False):
     assert len(grads) == len(inputs)
     want = ref.backward(to64(q), to64(k), to64(v), to64(d_out), w["kernel_size"], w["stride"], w["dilation"],
                         w["is_causal"], p["scale"], *(to64(x) for x in inputs[3:]))
-    for name, g, x, wg in zip(NAMES, grads, inputs, want):
+    # Key/value gradients are sums over every query that attends a key, so in
+    # float32/16 their rounding error scales with the sum of the terms' sizes,
+    # not with the (possibly cancelling) sum. The gradients for |d_out| bound
+    # those sizes exactly for d_value (P >= 0), and set the scale for the rest.
+    # float64 is held to the plain relative error.
+    magnitude = [np.inf] * len(want) if dtype == "float64" else [np.linalg.norm(w) for w in ref.backward(
+        to64(q), to64(k), to64(v), np.abs(to64(d_out)), w["kernel_size"], w["stride"], w["dilation"], w["is_causal"],
+        p["scale"], *(to64(x) for x in inputs[3:]))]
+    for name, g, x, wg, mag in zip(NAMES, grads, inputs, want, magnitude):
         assert type(g) is type(x) and tuple(g.shape) == tuple(x.shape) and g.dtype == x.dtype, name
         got = to64(g)
         assert np.isfinite(got).all(), f"{name}: some elements were not written (still NaN)"
@@ -45,11 +53,12 @@ def _check_backward(p, dtype, backend, deterministic=False):
             assert not np.any(got), f"{name}: expected exact zeros"
             continue
         err = rel_err(got, wg)
+        if dtype != "float64":
+            err = min(err, float(np.linalg.norm(got - wg)) / mag)
         assert err <= TOL[dtype], f"{name}: relative error {err:.3g} > {TOL[dtype]} ({backend}, {dtype}, {p})"
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend, dtype", BACKEND_DTYPES)
 @given(p=problems())
 def test_backward_matches_dense_reference(backend, dtype, p):
     _check_backward(p, dtype, backend)
@@ -58,8 +67,8 @@ def test_backward_matches_dense_reference(backend, dtype, p):
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("rank", [1, 2, 3])
 @given(data=st.data(), deterministic=st.booleans())
-def test_backward_each_rank_float64(backend, rank, data, deterministic):
-    _check_backward(data.draw(problems(rank=rank)), "float64", backend, deterministic)
+def test_backward_each_rank(backend, rank, data, deterministic):
+    _check_backward(data.draw(problems(rank=rank)), EXACT[backend], backend, deterministic)
 
 
 def _loss(p, backend, q, k, v, add, cot):
@@ -77,7 +86,7 @@ FD_CASES = [
 ]
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", FLOAT64_BACKENDS)
 @pytest.mark.parametrize("case", range(len(FD_CASES)))
 def test_backward_finite_differences(backend, case):
     """Directional derivatives of sum(out * cot) along random directions, by

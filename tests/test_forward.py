@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 import dense_reference as ref
 import nhood
-from nhood_cases import (CPU_BACKENDS, DTYPES, LSE_TOL, NA, TOL, Arrays, make_inputs, poisoned_outputs, problems,
-                         rel_err, to64, unsupported, window)
+from nhood_cases import (BACKEND_DTYPES, CPU_BACKENDS, DTYPES, EXACT, LSE_TOL, NA, SUPPORTED, TOL, Arrays, make_inputs,
+                         poisoned_outputs, problems, rel_err, to64, unsupported, window)
 
 
 def _check_forward(p, dtype, backend, return_lse, use_out):
@@ -53,8 +53,7 @@ def _check_forward(p, dtype, backend, return_lse, use_out):
         assert err <= LSE_TOL[dtype], f"lse: relative error {err:.3g} > {LSE_TOL[dtype]} ({backend}, {dtype}, {p})"
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend, dtype", BACKEND_DTYPES)
 @given(p=problems(), return_lse=st.booleans(), use_out=st.booleans())
 def test_forward_matches_dense_reference(backend, dtype, p, return_lse, use_out):
     _check_forward(p, dtype, backend, return_lse, use_out)
@@ -63,10 +62,11 @@ def test_forward_matches_dense_reference(backend, dtype, p, return_lse, use_out)
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("rank", [1, 2, 3])
 @given(data=st.data())
-def test_forward_each_rank_float64(backend, rank, data):
-    """Every rank gets its own examples (the mixed sweep may draw few of one)."""
+def test_forward_each_rank(backend, rank, data):
+    """Every rank gets its own examples (the mixed sweep may draw few of one),
+    in the backend's most precise dtype."""
     p = data.draw(problems(rank=rank))
-    _check_forward(p, "float64", backend, True, True)
+    _check_forward(p, EXACT[backend], backend, True, True)
 
 
 # Hand-picked corners a small random sweep may miss: kernel == length, K=1,
@@ -91,7 +91,21 @@ def test_forward_corner_cases(backend, case):
     c = CORNERS[case]
     p = dict(c, rank=len(c["spatial"]), batch=2, heads=4, heads_kv=1, head_dim=5, head_dim_v=3, n_add=case % 3 * 2,
              scale=None, seed=case)
-    _check_forward(p, "float64", backend, True, True)
+    _check_forward(p, EXACT[backend], backend, True, True)
+
+
+@pytest.mark.parametrize("backend, dtype", [k for k, ok in SUPPORTED.items() if not ok] or [(None, None)])
+def test_refused_dtypes_are_clear_and_auto_falls_back(backend, dtype):
+    """A backend that leaves a dtype to another refuses it with a message
+    naming itself and the dtype, and automatic dispatch still runs it."""
+    if backend is None:
+        assert all(SUPPORTED.values())  # nothing refused: every pair is in the sweeps
+        return
+    x = Arrays(dtype).put(np.random.default_rng(0).standard_normal((1, 6, 2, 4)))
+    with pytest.raises(ValueError, match=f"backend '{backend}' does not support") as info:
+        nhood.na1d(x, x, x, 3, backend=backend)
+    assert dtype in str(info.value)
+    assert rel_err(nhood.na1d(x, x, x, 3), ref.forward(to64(x), to64(x), to64(x), 3)[0]) <= TOL[dtype]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

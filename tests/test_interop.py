@@ -9,7 +9,8 @@ import pytest
 
 import dense_reference as ref
 import nhood
-from nhood_cases import CPU_BACKENDS, NA, NA_BACKWARD, TOL, rel_err, to64
+from nhood_cases import BACKEND_DTYPES, CPU_BACKENDS, EXACT, TOL, rel_err, to64
+from nhood_cases import NA
 
 RNG = np.random.default_rng(2024)
 
@@ -35,53 +36,55 @@ def _dense_attention(q, k, v, causal, scale=None):
 @pytest.mark.parametrize("rank", [1, 2, 3])
 def test_packed_qkv_views(rank, backend):
     spatial = (11, 6, 5)[:rank]
-    qkv = RNG.standard_normal((2, *spatial, 3, 4, 8))
+    dt = EXACT[backend]
+    qkv = RNG.standard_normal((2, *spatial, 3, 4, 8)).astype(dt)
     q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
     assert not q.flags.c_contiguous and np.shares_memory(q, qkv)  # the views, not copies
     kernel = (3, 4, 2)[:rank]
     out, lse = NA[rank](q, k, v, kernel, is_causal=(True, False, True)[:rank], return_lse=True, backend=backend)
     want, want_lse = ref.forward(np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v), kernel,
                                  is_causal=(True, False, True)[:rank])
-    assert rel_err(out, want) <= 1e-10 and rel_err(lse, want_lse) <= 1e-6
+    assert rel_err(out, want) <= TOL[dt] and rel_err(lse, want_lse) <= max(TOL[dt], 1e-6)
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_non_contiguous_and_negative_stride_views(backend):
     b, n, h, d = 2, 13, 2, 6
-    q = RNG.standard_normal((b, n, h, d))[:, ::-1]                     # negative stride
-    k = RNG.standard_normal((b, h, n, 2 * d)).transpose(0, 2, 1, 3)[..., ::2]  # heads-first, every 2nd channel
-    v = np.broadcast_to(RNG.standard_normal((1, n, h, 5)), (b, n, h, 5))     # stride 0 along batch, read-only
-    ak = RNG.standard_normal((b, 3, h, d))[:, ::-1]
-    av = np.asfortranarray(RNG.standard_normal((b, 3, h, 5)))
+    dt = EXACT[backend]
+    q = RNG.standard_normal((b, n, h, d)).astype(dt)[:, ::-1]                     # negative stride
+    k = RNG.standard_normal((b, h, n, 2 * d)).astype(dt).transpose(0, 2, 1, 3)[..., ::2]  # heads-first, every 2nd channel
+    v = np.broadcast_to(RNG.standard_normal((1, n, h, 5)).astype(dt), (b, n, h, 5))     # stride 0 along batch, read-only
+    ak = RNG.standard_normal((b, 3, h, d)).astype(dt)[:, ::-1]
+    av = np.asfortranarray(RNG.standard_normal((b, 3, h, 5)).astype(dt))
     assert q.strides[1] < 0 and v.strides[0] == 0 and not v.flags.writeable
     kw = dict(kernel_size=5, stride=2, dilation=2, additional_keys=ak, additional_values=av)
     out, lse = nhood.na1d(q, k, v, **kw, return_lse=True, backend=backend)
     c = np.ascontiguousarray
     want, _ = ref.forward(c(q), c(k), c(v), 5, 2, 2, False, None, c(ak), c(av))
-    assert rel_err(out, want) <= 1e-10
-    d_out = RNG.standard_normal(out.shape)[..., ::-1]
+    assert rel_err(out, want) <= TOL[dt]
+    d_out = RNG.standard_normal(out.shape).astype(dt)[..., ::-1]
     grads = nhood.na1d_backward(q, k, v, out, lse, d_out, **kw, backend=backend)
     want_grads = ref.backward(c(q), c(k), c(v), c(d_out), 5, 2, 2, False, None, c(ak), c(av))
     for g, w in zip(grads, want_grads):
-        assert rel_err(g, w) <= 1e-10
+        assert rel_err(g, w) <= TOL[dt]
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_strided_out_writes_only_its_elements(backend):
-    q, k, v = (RNG.standard_normal((1, 6, 5, 2, 4)) for _ in range(3))
-    big = np.full((1, 6, 5, 2, 8), 7.25)
+    dt = EXACT[backend]
+    q, k, v = (RNG.standard_normal((1, 6, 5, 2, 4)).astype(dt) for _ in range(3))
+    big = np.full((1, 6, 5, 2, 8), 7.25, dt)
     out = big[..., ::2]           # every other channel; the others must stay untouched
     result = nhood.na2d(q, k, v, (3, 2), out=out, backend=backend)
     assert result is out
     assert (big[..., 1::2] == 7.25).all()
-    assert rel_err(out, ref.forward(q, k, v, (3, 2))[0]) <= 1e-10
+    assert rel_err(out, ref.forward(q, k, v, (3, 2))[0]) <= TOL[dt]
 
 
 # ---- torch ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_torch_in_torch_out(dtype, backend):
+@pytest.mark.parametrize("backend, dtype", BACKEND_DTYPES)
+def test_torch_in_torch_out(backend, dtype):
     torch = pytest.importorskip("torch")
     tdt = getattr(torch, dtype)
     q, k = torch.randn(2, 7, 6, 4, 8, dtype=tdt), torch.randn(2, 7, 6, 2, 8, dtype=tdt)
@@ -209,20 +212,22 @@ def test_merge_attentions_torch_is_differentiable():
 @pytest.mark.parametrize("is_causal", [False, True])
 @pytest.mark.parametrize("heads_kv", [3, 1])
 def test_attention_equals_dense_softmax(is_causal, heads_kv, backend):
-    q = RNG.standard_normal((2, 17, 3, 8))
-    k, v = RNG.standard_normal((2, 17, heads_kv, 8)), RNG.standard_normal((2, 17, heads_kv, 4))
+    dt = EXACT[backend]
+    q = RNG.standard_normal((2, 17, 3, 8)).astype(dt)
+    k, v = RNG.standard_normal((2, 17, heads_kv, 8)).astype(dt), RNG.standard_normal((2, 17, heads_kv, 4)).astype(dt)
     out, lse = nhood.attention(q, k, v, is_causal=is_causal, scale=0.2, return_lse=True, backend=backend)
-    want, want_lse = _dense_attention(q, k, v, is_causal, scale=0.2)
-    assert rel_err(out, want) <= 1e-10 and rel_err(lse, want_lse) <= 1e-6
-    d_out = RNG.standard_normal(out.shape)
+    q64, k64, v64 = (x.astype(np.float64) for x in (q, k, v))
+    want, want_lse = _dense_attention(q64, k64, v64, is_causal, scale=0.2)
+    assert rel_err(out, want) <= TOL[dt] and rel_err(lse, want_lse) <= max(TOL[dt], 1e-6)
+    d_out = RNG.standard_normal(out.shape).astype(dt)
     dq, dk, dv = nhood.attention_backward(q, k, v, out, lse, d_out, is_causal=is_causal, scale=0.2, backend=backend)
     # d_value of dense attention is P^T dO, summed over the heads sharing a kv head
     group = 3 // heads_kv
-    p = np.exp(np.einsum("bihd,bjhd->bhij", q, np.repeat(k, group, 2)) * 0.2 - want_lse.transpose(0, 2, 1)[..., None])
+    p = np.exp(np.einsum("bihd,bjhd->bhij", q64, np.repeat(k64, group, 2)) * 0.2 - want_lse.transpose(0, 2, 1)[..., None])
     if is_causal:
         p = np.tril(p)
-    want_dv = np.einsum("bhij,bihd->bjhd", p, d_out).reshape(2, 17, heads_kv, group, 4).sum(3)
-    assert rel_err(dv, want_dv) <= 1e-10
+    want_dv = np.einsum("bhij,bihd->bjhd", p, d_out.astype(np.float64)).reshape(2, 17, heads_kv, group, 4).sum(3)
+    assert rel_err(dv, want_dv) <= TOL[dt]
 
 
 def test_attention_torch():
