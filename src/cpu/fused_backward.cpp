@@ -21,7 +21,7 @@ template <typename T>
 void backward_impl(const Params& p) {
   const KernelTable& kt = kernels();
   const Dims dims(p);
-  const std::vector<Span> tiles[3] = {axis_tiles(p.axis[0], kTileX), axis_tiles(p.axis[1], kTileY),
+  const std::vector<Span> tiles[3] = {axis_tiles(p.axis[0], kTileX), axis_tiles(p.axis[1], tile_y(p)),
                                       axis_tiles(p.axis[2], kTileZ)};
   const int64_t nty = int64_t(tiles[1].size()), ntz = int64_t(tiles[2].size());
   const int64_t ntiles = int64_t(tiles[0].size()) * nty * ntz;
