@@ -32,7 +32,27 @@ void backward_impl(const Params& p) {
   const int64_t ly = p.axis[1].length, lz = p.axis[2].length, tokens = p.tokens();
   const int64_t keys = tokens + dims.nadd;  // accumulator rows: grid keys then additional keys
   const int64_t per_part = keys * (dims.dpad + dims.dvpad);
-  std::vector<float> grads(size_t(units * parts * per_part), 0.0f);
+  // Shared part buffers only when units are split; otherwise each task keeps
+  // one unit's accumulator (memory: threads x one unit, not all units).
+  std::vector<float> grads(size_t(parts > 1 ? units * parts * per_part : 0), 0.0f);
+  T* dk = static_cast<T*>(p.dk.data);
+  T* dv = static_cast<T*>(p.dv.data);
+  T* dak = static_cast<T*>(p.d_add_k.data);
+  T* dav = static_cast<T*>(p.d_add_v.data);
+  // Stores one key's finished float32 gradients (dK already carries the
+  // scale: q was pre-scaled).
+  auto store_key = [&](int64_t unit, int64_t key, const float* gk, const float* gv) {
+    const int64_t hk = unit % p.heads_kv, b = unit / p.heads_kv;
+    if (key < tokens) {
+      const int64_t z = key % lz, y = key / lz % ly, x = key / (lz * ly);
+      store_row(dk + offset(p.dk, b, x, y, z, hk), p.dk.sd, dims.d, gk, 1.0f);
+      store_row(dv + offset(p.dv, b, x, y, z, hk), p.dv.sd, dims.dv, gv, 1.0f);
+    } else {
+      const int64_t a = key - tokens;
+      store_row(dak + offset(p.d_add_k, b, a, hk), p.d_add_k.sd, dims.d, gk, 1.0f);
+      store_row(dav + offset(p.d_add_v, b, a, hk), p.d_add_v.sd, dims.dv, gv, 1.0f);
+    }
+  };
   const float scale = float(p.scale);
   const T* q = static_cast<const T*>(p.q.data);
   const T* dout = static_cast<const T*>(p.d_out.data);
@@ -41,11 +61,12 @@ void backward_impl(const Params& p) {
   parallel_for(units * parts, 1, [&](int64_t begin, int64_t end) {
     Packed kpack, vpack;
     Segment seg;
-    std::vector<float> qs, dos, prob, dprob, pc, dc, acc(size_t(dims.dpad));
+    std::vector<float> qs, dos, prob, dprob, pc, dc, acc(size_t(dims.dpad)), local;
     for (int64_t work = begin; work < end; ++work) {
       const int64_t part = work % parts, unit = work / parts;
       const int64_t hk = unit % p.heads_kv, b = unit / p.heads_kv;
-      float* dk_acc = grads.data() + work * per_part;
+      if (parts == 1) local.assign(size_t(per_part), 0.0f);
+      float* dk_acc = parts > 1 ? grads.data() + work * per_part : local.data();
       float* dv_acc = dk_acc + keys * dims.dpad;
       for (int64_t item = items * part / parts; item < items * (part + 1) / parts; ++item) {
         const int64_t h = hk * group + item / ntiles, t = item % ntiles;
@@ -112,19 +133,18 @@ void backward_impl(const Params& p) {
             }
           }
       }
+      if (parts == 1)
+        for (int64_t key = 0; key < keys; ++key)
+          store_key(unit, key, dk_acc + key * dims.dpad, dv_acc + key * dims.dvpad);
     }
   });
+  if (parts == 1) return;
 
   // Sum the parts of each (batch, kv head) in part order and store.
-  T* dk = static_cast<T*>(p.dk.data);
-  T* dv = static_cast<T*>(p.dv.data);
-  T* dak = static_cast<T*>(p.d_add_k.data);
-  T* dav = static_cast<T*>(p.d_add_v.data);
   parallel_for(units * keys, 64, [&](int64_t begin, int64_t end) {
     std::vector<float> sk(size_t(dims.dpad)), sv(size_t(dims.dvpad));
     for (int64_t row = begin; row < end; ++row) {
       const int64_t key = row % keys, unit = row / keys;
-      const int64_t hk = unit % p.heads_kv, b = unit / p.heads_kv;
       sk.assign(size_t(dims.dpad), 0.0f);
       sv.assign(size_t(dims.dvpad), 0.0f);
       for (int64_t part = 0; part < parts; ++part) {
@@ -132,15 +152,7 @@ void backward_impl(const Params& p) {
         kt.axpy(dims.dpad, 1.0f, base + key * dims.dpad, sk.data());
         kt.axpy(dims.dvpad, 1.0f, base + keys * dims.dpad + key * dims.dvpad, sv.data());
       }
-      if (key < tokens) {
-        const int64_t z = key % lz, y = key / lz % ly, x = key / (lz * ly);
-        store_row(dk + offset(p.dk, b, x, y, z, hk), p.dk.sd, dims.d, sk.data(), 1.0f);  // q was pre-scaled
-        store_row(dv + offset(p.dv, b, x, y, z, hk), p.dv.sd, dims.dv, sv.data(), 1.0f);
-      } else {
-        const int64_t a = key - tokens;
-        store_row(dak + offset(p.d_add_k, b, a, hk), p.d_add_k.sd, dims.d, sk.data(), 1.0f);
-        store_row(dav + offset(p.d_add_v, b, a, hk), p.d_add_v.sd, dims.dv, sv.data(), 1.0f);
-      }
+      store_key(unit, key, sk.data(), sv.data());
     }
   });
 }
