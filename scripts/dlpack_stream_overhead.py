@@ -17,7 +17,8 @@ from nhood import _args, _core
 
 def call(q, out, capsules):
     s = torch.cuda.current_stream().cuda_stream
-    a = (lambda x: x.__dlpack__(stream=s)) if capsules else (lambda x: x)
+    dl = s if s != 0 else 1  # DLPack forbids 0; 1 names the legacy default stream (torch asserts on 0)
+    a = (lambda x: x.__dlpack__(stream=dl)) if capsules else (lambda x: x)
     _core.forward(a(q), a(q), a(q), a(out), None, None, None, 1, (3, 1, 1), (1, 1, 1), (1, 1, 1), (False,) * 3, None,
                   _args.backend_arg("naive"), s)
 
