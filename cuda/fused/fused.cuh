@@ -31,6 +31,24 @@ using detail::TokenOperand;
 constexpr int kThreads = 128;  // 4 warps x 16 rows
 constexpr int kRows = 64;      // rows of a block tile
 
+// KV inner tile size of the forward/dQ walk: 64 keys, 32 at head dim 256
+// (registers: the 16 x 256 fp32 output accumulator per warp).
+template <int HD>
+constexpr int kv_tile() {
+  return HD == 256 ? 32 : 64;
+}
+
+// Forward: MI m-tiles of 16 query rows per warp (block of 64 * MI queries)
+// and a KV inner tile of fwd_bk keys, sized to stay within 255 registers.
+template <int HD>
+constexpr int fwd_mi() {
+  return HD == 128 ? 2 : 1;
+}
+template <int HD>
+constexpr int fwd_bk() {
+  return HD >= 128 ? 32 : 64;
+}
+
 // Host-computed tiling, passed by value.
 struct Geo {
   int t[3];                // block tile shape (powers of two, product 64)

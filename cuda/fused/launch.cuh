@@ -9,24 +9,6 @@
 
 namespace nhood::fused {
 
-// KV inner tile size of the forward/dQ walk: 64 keys, 32 at head dim 256
-// (registers: the 16 x 256 fp32 output accumulator per warp).
-template <int HD>
-constexpr int kv_tile() {
-  return HD == 256 ? 32 : 64;
-}
-
-// Forward: MI m-tiles of 16 query rows per warp (block of 64 * MI queries)
-// and a KV inner tile of fwd_bk keys, sized to stay within 255 registers.
-template <int HD>
-constexpr int fwd_mi() {
-  return HD == 128 ? 2 : 1;
-}
-template <int HD>
-constexpr int fwd_bk() {
-  return HD >= 128 ? 32 : 64;
-}
-
 template <class K>
 void raise_smem(K kernel, int bytes) {
   NHOOD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
@@ -74,8 +56,8 @@ void launch_dkdv(const Params& p, const Geo& geo, cudaStream_t stream) {
   NHOOD_CUDA_CHECK_LAUNCH("fused dkdv");
 }
 
+// Backward launchers; each inst_*.cu names its forward (MI = fwd_mi<HD>()).
 #define NHOOD_FUSED_INSTANTIATE(T, HD)                                                   \
-  template void launch_forward<T, HD, 1>(const Params&, const Geo&, cudaStream_t);       \
   template void launch_delta<T, HD>(const Params&, float*, cudaStream_t);                \
   template void launch_dq<T, HD>(const Params&, const Geo&, cudaStream_t);               \
   template void launch_dkdv<T, HD>(const Params&, const Geo&, cudaStream_t);
