@@ -61,9 +61,12 @@ step memcheck-naive memcheck "$PY" scripts/memcheck_cases.py naive
 step pytest-jax "$PY" -m pytest -q -p no:cacheprovider --durations=5 tests/test_jax.py  # nhood.jax FFI handlers on the GPU
 # ---- fused (cuda/fused) ----
 step pytest-fused "$PY" -m pytest -q -p no:cacheprovider tests/test_fused.py
-# ---- other kernel families: one line each, e.g. ----
-# step pytest-fused "$PY" -m pytest -q tests/test_fused.py
-# step memcheck-fused memcheck "$PY" scripts/memcheck_cases.py fused
+step memcheck-fused memcheck "$PY" scripts/memcheck_cases.py fused
+# ---- hopper (cuda/hopper, sm_90a) ----
+step pytest-hopper "$PY" -m pytest -q -p no:cacheprovider tests/test_hopper.py
+step memcheck-hopper memcheck "$PY" scripts/memcheck_cases.py hopper
+# ---- unfused ops (cuda/gemm, cuda/naive/unfused_*) ----
+step pytest-unfused "$PY" -m pytest -q -p no:cacheprovider tests/test_unfused.py tests/test_compat.py
 
 echo
 echo "===== summary ($(date -u +%H:%M:%S) UTC, log: $LOG)"

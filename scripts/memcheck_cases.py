@@ -1,7 +1,7 @@
 """Small forward+backward problems for compute-sanitizer (memcheck).
 
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck \
-        --error-exitcode 1 python scripts/memcheck_cases.py naive
+        --error-exitcode 1 python scripts/memcheck_cases.py naive   # or fused, hopper
 
 Run with torch's caching allocator off so every tensor is its own cudaMalloc
 and an out-of-bounds access past a tensor's end is caught, not absorbed by a
@@ -20,13 +20,23 @@ CASES = [  # spatial, kernel, stride, dilation, causal, heads, heads_kv, dim, di
     ((9, 7), (3, 4), (1, 2), (2, 1), (True, False), 2, 1, 8, 8, 2),
     ((4, 5, 6), (3, 2, 5), (1, 2, 3), (1, 2, 1), (False, True, False), 2, 2, 4, 6, 1),
 ]
+# Tensor-core backends (fused, hopper): half types, head dims they take;
+# shapes that leave partial tiles on every axis, >1 tile of additional tokens.
+TC_CASES = [
+    ((300,), 33, 3, 2, True, 2, 1, 64, 64, 130),
+    ((19, 23), (5, 8), (1, 2), (2, 1), (False, True), 2, 2, 128, 128, 3),
+    ((5, 9, 11), (3, 4, 5), (1, 2, 1), (1, 1, 2), (False, False, True), 2, 1, 64, 64, 0),
+]
 
 
 def main(backend: str) -> None:
     fwd = {1: nhood.na1d, 2: nhood.na2d, 3: nhood.na3d}
     bwd = {1: nhood.na1d_backward, 2: nhood.na2d_backward, 3: nhood.na3d_backward}
-    for dtype in (torch.float32, torch.float16, torch.bfloat16):
-        for spatial, kernel, stride, dilation, causal, h, hk, d, dv, n_add in CASES:
+    tensor_core = backend in ("fused", "hopper")
+    cases = TC_CASES if tensor_core else CASES
+    dtypes = (torch.float16, torch.bfloat16) if tensor_core else (torch.float32, torch.float16, torch.bfloat16)
+    for dtype in dtypes:
+        for spatial, kernel, stride, dilation, causal, h, hk, d, dv, n_add in cases:
             mk = lambda *s: torch.randn(*s, device="cuda", dtype=dtype)
             q, k, v = mk(2, *spatial, h, d), mk(2, *spatial, hk, d), mk(2, *spatial, hk, dv)
             ak, av = (mk(2, n_add, hk, d), mk(2, n_add, hk, dv)) if n_add else (None, None)
@@ -36,7 +46,7 @@ def main(backend: str) -> None:
             grads = bwd[rank](q, k, v, out, lse, torch.randn_like(out), additional_keys=ak, additional_values=av, **w)
             torch.cuda.synchronize()
             assert all(torch.isfinite(g).all() for g in (out, lse, *grads))
-    print(f"memcheck cases ran: backend={backend}, {len(CASES) * 3} problems forward+backward")
+    print(f"memcheck cases ran: backend={backend}, {len(cases) * len(dtypes)} problems forward+backward")
 
 
 if __name__ == "__main__":

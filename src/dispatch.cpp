@@ -7,6 +7,9 @@ namespace nhood::detail {
 
 BackendEntry cpu_backend();        // src/cpu/fused_*.cpp
 BackendEntry reference_backend();  // src/cpu/reference.cpp
+#ifdef NHOOD_WITH_HOPPER
+BackendEntry hopper_backend();  // cuda/hopper/ (sm_90a)
+#endif
 #ifdef NHOOD_WITH_CUDA
 BackendEntry fused_backend();  // cuda/fused/
 BackendEntry naive_backend();  // cuda/naive/
@@ -14,6 +17,9 @@ BackendEntry naive_backend();  // cuda/naive/
 
 const std::vector<BackendEntry>& backend_table() {
   static const std::vector<BackendEntry> table = {
+#ifdef NHOOD_WITH_HOPPER
+      hopper_backend(),
+#endif
 #ifdef NHOOD_WITH_CUDA
       fused_backend(),
       naive_backend(),

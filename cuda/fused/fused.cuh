@@ -195,6 +195,41 @@ struct BlockTile {
   }
 };
 
+// The KV side of a query block: neighborhood box [kb, ke) per axis, the
+// intersection of all valid rows' windows [ib, ie), and the inner tiles.
+struct KvWalk {
+  int kb[3], ke[3], ib[3], ie[3], nk[3];
+  int n_spatial, n_total;
+  __device__ void init(const Params& p, const Geo& geo, const BlockTile& bt, int bk) {
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+      const IndexRange wf = window_in_group(p.axis[a], bt.p0[a], bt.lg[a]);
+      const IndexRange wl = window_in_group(p.axis[a], bt.pend[a] - 1, bt.lg[a]);
+      kb[a] = int(wf.begin);
+      ke[a] = int(wl.end);
+      ib[a] = int(wl.begin);
+      ie[a] = int(wf.end);
+      nk[a] = ceil_div(ke[a] - kb[a], geo.u[a]);
+    }
+    n_spatial = nk[0] * nk[1] * nk[2];
+    n_total = n_spatial + ceil_div(int(p.n_additional), bk);
+  }
+  // Origin of spatial inner tile `it`; returns whether it needs no mask.
+  __device__ bool origin(const Geo& geo, int it, int* j0) const {
+    int i[3];
+    i[2] = it % nk[2];
+    i[1] = (it / nk[2]) % nk[1];
+    i[0] = it / (nk[2] * nk[1]);
+    bool full = true;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+      j0[a] = kb[a] + i[a] * geo.u[a];
+      full = full && j0[a] >= ib[a] && j0[a] + geo.u[a] <= ie[a];
+    }
+    return full;
+  }
+};
+
 __device__ __forceinline__ int64_t tok_off(const Operand& o, const Params& p, const int* g, const int* q) {
   return int64_t(g[0] + p.axis[0].dilation * q[0]) * o.sx + int64_t(g[1] + p.axis[1].dilation * q[1]) * o.sy +
          int64_t(g[2] + p.axis[2].dilation * q[2]) * o.sz;

@@ -1,0 +1,119 @@
+// The `hopper` backend row: support checks, tensor maps, persistent grid
+// size and the (dtype, head dim) switch. Kernels: forward.cuh.
+//
+// Forward runs the sm_90a kernels. Backward currently runs the fused
+// backend's mma.sync kernels (same results; DESIGN section 5's hopper
+// backward is not written yet), so training through backend="hopper" works.
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "../../src/backend.hpp"
+#include "../common/check.cuh"
+#include "../common/device_guard.cuh"
+#include "../fused/geometry.hpp"
+#include "forward.cuh"  // declarations only: kernels are instantiated in inst_*.cu
+#include "tensor_maps.hpp"
+
+namespace nhood::detail {
+BackendEntry fused_backend();
+}
+
+namespace nhood::hopper {
+
+template <class T, int HD> void launch_forward(const FwdArgs&, int, cudaStream_t);
+
+namespace {
+
+struct DeviceInfo {
+  bool sm90 = false;
+  int sms = 0;
+};
+
+const DeviceInfo& device_info(int index) {
+  static DeviceInfo cache[64];
+  static bool known[64] = {};
+  static const DeviceInfo none{};
+  if (index < 0 || index >= 64) return none;
+  if (!known[index]) {
+    int major = 0, minor = 0, sms = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, index) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, index) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, index) != cudaSuccess) {
+      cudaGetLastError();
+      return none;
+    }
+    cache[index] = {major == 9 && minor == 0, sms};  // sm_90a code runs on exactly 9.0
+    known[index] = true;
+  }
+  return cache[index];
+}
+
+Geo geometry(const Params& p) { return fused::make_geo(p, kTileRows, kTileKeys, false); }
+
+std::string forward_unsupported(const Params& p) {
+  if (p.dtype != DType::float16 && p.dtype != DType::bfloat16) return "hopper runs float16 and bfloat16 only";
+  if (p.head_dim != p.head_dim_v || (p.head_dim != 64 && p.head_dim != 128))
+    return "hopper needs head_dim == head_dim_v in {64, 128} (fused runs the others)";
+  if (!device_info(p.device.index).sm90) return "hopper needs a GPU of compute capability 9.0 (H100/H200)";
+  for (int a = 0; a < 3; ++a)
+    if (p.axis[a].length >= (int64_t(1) << 30)) return "hopper needs spatial axes shorter than 2^30";
+  if (p.batch * p.heads * (p.tokens() / kTileRows + 1) >= (int64_t(1) << 31)) return "hopper needs fewer than 2^31 tiles";
+  const Geo g = geometry(p);
+  for (int a = 0; a < 3; ++a) {
+    const int d = p.axis[a].dilation;
+    // The copy engine steps a box dimension by at most 8 elements and spans at most 256.
+    if (d > 8 || g.t[a] * d > 256 || g.u[a] * d > 256) return "hopper supports dilation up to 8 (tile span 256 tokens)";
+  }
+  std::string why = tensor_map_unsupported(p.q, p, p.heads, p.head_dim);
+  if (why.empty()) why = tensor_map_unsupported(p.k, p, p.heads_kv, p.head_dim);
+  if (why.empty()) why = tensor_map_unsupported(p.v, p, p.heads_kv, p.head_dim_v);
+  if (why.empty()) why = tensor_map_unsupported(p.add_k, p, p.heads_kv, p.head_dim);
+  if (why.empty()) why = tensor_map_unsupported(p.add_v, p, p.heads_kv, p.head_dim_v);
+  if (!why.empty()) return why;
+  const detail::Operand& o = p.out;
+  if (o.sd != 1 || reinterpret_cast<uintptr_t>(o.data) % 4 || (o.sb | o.sx | o.sy | o.sz | o.sh) % 2)
+    return "hopper writes outputs as element pairs: out needs a unit-stride head dimension and even strides";
+  return {};
+}
+
+std::string unsupported(const Params& p, bool backward) {
+  if (backward) return detail::fused_backend().unsupported_reason(p, true);
+  return forward_unsupported(p);
+}
+
+void forward(const Params& p, void* stream) {
+  if (p.batch == 0 || p.heads == 0 || p.tokens() == 0) return;
+  cuda::DeviceGuard guard(p.device.index);
+  FwdArgs a{};
+  a.p = p;
+  a.geo = geometry(p);
+  a.q = token_tensor_map(p.q, p, p.heads, p.head_dim, a.geo.t);
+  a.k = token_tensor_map(p.k, p, p.heads_kv, p.head_dim, a.geo.u);
+  a.v = token_tensor_map(p.v, p, p.heads_kv, p.head_dim_v, a.geo.u);
+  if (p.n_additional > 0) {
+    a.add_k = extra_tensor_map(p.add_k, p, p.heads_kv, p.head_dim, kTileKeys);
+    a.add_v = extra_tensor_map(p.add_v, p, p.heads_kv, p.head_dim_v, kTileKeys);
+  }
+  a.n_tiles = a.geo.n_spatial_blocks;
+  a.n_items = int(int64_t(a.n_tiles) * p.heads * p.batch);
+  const int grid = std::min(a.n_items, device_info(p.device.index).sms);
+  const auto s = static_cast<cudaStream_t>(stream);
+  const bool half = p.dtype == DType::float16;
+  if (p.head_dim == 64) {
+    half ? launch_forward<__half, 64>(a, grid, s) : launch_forward<__nv_bfloat16, 64>(a, grid, s);
+  } else {
+    half ? launch_forward<__half, 128>(a, grid, s) : launch_forward<__nv_bfloat16, 128>(a, grid, s);
+  }
+}
+
+void backward(const Params& p, void* stream) { detail::fused_backend().backward(p, stream); }
+
+}  // namespace
+}  // namespace nhood::hopper
+
+namespace nhood::detail {
+BackendEntry hopper_backend() {
+  return {Backend::hopper, DeviceKind::cuda, hopper::unsupported, hopper::forward, hopper::backward};
+}
+}  // namespace nhood::detail

@@ -1,0 +1,343 @@
+// hopper backend, forward: warp-specialized, persistent, TMA + wgmma.
+//
+// A CTA runs three warpgroups. Warpgroup 0 is the producer: one thread
+// issues TMA box loads of the query tile and of every KV inner tile of its
+// neighborhood box into a ring of shared-memory stages, signalling mbarriers.
+// Warpgroups 1 and 2 are consumers, each owning 64 of the tile's 128 query
+// rows: S = Q K^T (wgmma, both operands in shared memory), mask only on KV
+// tiles not inside every row's window, online softmax in registers, then
+// O += P V (wgmma, P from registers, V transposed from shared memory). While
+// one consumer runs its softmax the other's MMAs keep the tensor cores busy.
+// CTAs loop over (query tile, head, batch) work items (persistent grid).
+//
+// Geometry (block tile t, inner tile u, KV walk, window rule) is shared with
+// the fused backend (cuda/fused/fused.cuh); only the data movement and the
+// MMAs differ.
+#pragma once
+
+#include <cuda.h>
+
+#include <cmath>
+
+#include "../fused/fused.cuh"
+#include "ptx.cuh"
+#include "wgmma.cuh"
+
+namespace nhood::hopper {
+
+using detail::Params;
+using fused::BlockTile;
+using fused::Geo;
+using fused::KvWalk;
+
+constexpr int kConsumers = 2;          // consumer warpgroups, 64 query rows each
+constexpr int kThreads = 128 * (1 + kConsumers);
+constexpr int kTileRows = 64 * kConsumers;  // queries per block tile
+constexpr int kTileKeys = 128;              // keys per KV inner tile
+
+template <int HD>
+struct FwdShape {
+  static constexpr int kPanels = HD / 64;                // 128-byte column panels per row
+  static constexpr int kStages = HD == 128 ? 2 : 3;      // KV ring depth
+  static constexpr int kQPanel = kTileRows * 128;        // bytes of one Q panel
+  static constexpr int kKVPanel = kTileKeys * 128;       // bytes of one K or V panel
+  static constexpr int kQBytes = kPanels * kQPanel;
+  static constexpr int kKVBytes = kPanels * kKVPanel;    // one K (or V) stage
+  static constexpr int kBarrierBytes = 256;
+  // +1024: the dynamic shared memory base is aligned up to the swizzle atom.
+  static constexpr int kSmemBytes = kQBytes + 2 * kStages * kKVBytes + kBarrierBytes + 1024;
+};
+
+// Everything a launch needs, passed by value (__grid_constant__: tensor maps
+// must live in parameter, constant or global memory).
+struct FwdArgs {
+  CUtensorMap q, k, v, add_k, add_v;
+  Params p;
+  Geo geo;
+  int n_tiles;  // spatial block tiles of one (batch, head), all dilation groups
+  int n_items;  // n_tiles * heads * batch
+};
+
+// Work item -> (tile, head, batch); tiles vary fastest so concurrently
+// running CTAs share KV halos in L2.
+struct Item {
+  int tile, h, b;
+  __device__ Item(const FwdArgs& a, int item) {
+    tile = item % a.n_tiles;
+    h = (item / a.n_tiles) % int(a.p.heads);
+    b = item / (a.n_tiles * int(a.p.heads));
+  }
+};
+
+__device__ __forceinline__ int coord(const Params& p, const BlockTile& bt, int axis, int pos) {
+  return bt.g[axis] + p.axis[axis].dilation * pos;
+}
+
+struct Barriers {
+  uint64_t q_full, q_empty;
+  uint64_t k_full[3], v_full[3], kv_empty[3];
+};
+
+template <class T, int HD>
+__device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
+  using S = FwdShape<HD>;
+  const Params& p = a.p;
+  int stage = 0;
+  uint32_t phase = 0, tiles_done = 0;
+  for (int item = blockIdx.x; item < a.n_items; item += gridDim.x) {
+    const Item w(a, item);
+    BlockTile bt;
+    if (!bt.init(p, a.geo, w.tile)) continue;
+    KvWalk kw;
+    kw.init(p, a.geo, bt, kTileKeys);
+    const int hk = w.h / int(p.heads / p.heads_kv);
+
+    mbar_wait(&bars.q_empty, (tiles_done & 1) ^ 1);
+    mbar_arrive_expect_tx(&bars.q_full, S::kQBytes);
+    for (int c = 0; c < S::kPanels; ++c)
+      tma_load_5d(smem + c * S::kQPanel, &a.q, &bars.q_full, w.h * HD + 64 * c, coord(p, bt, 2, bt.p0[2]),
+                  coord(p, bt, 1, bt.p0[1]), coord(p, bt, 0, bt.p0[0]), w.b);
+
+    for (int it = 0; it < kw.n_total; ++it) {
+      mbar_wait(&bars.kv_empty[stage], phase ^ 1);
+      unsigned char* sk = smem + S::kQBytes + stage * S::kKVBytes;
+      unsigned char* sv = smem + S::kQBytes + (S::kStages + stage) * S::kKVBytes;
+      mbar_arrive_expect_tx(&bars.k_full[stage], S::kKVBytes);
+      if (it < kw.n_spatial) {
+        int j0[3];
+        kw.origin(a.geo, it, j0);
+        for (int c = 0; c < S::kPanels; ++c)
+          tma_load_5d(sk + c * S::kKVPanel, &a.k, &bars.k_full[stage], hk * HD + 64 * c, coord(p, bt, 2, j0[2]),
+                      coord(p, bt, 1, j0[1]), coord(p, bt, 0, j0[0]), w.b);
+        mbar_arrive_expect_tx(&bars.v_full[stage], S::kKVBytes);
+        for (int c = 0; c < S::kPanels; ++c)
+          tma_load_5d(sv + c * S::kKVPanel, &a.v, &bars.v_full[stage], hk * HD + 64 * c, coord(p, bt, 2, j0[2]),
+                      coord(p, bt, 1, j0[1]), coord(p, bt, 0, j0[0]), w.b);
+      } else {
+        const int a0 = (it - kw.n_spatial) * kTileKeys;
+        for (int c = 0; c < S::kPanels; ++c)
+          tma_load_3d(sk + c * S::kKVPanel, &a.add_k, &bars.k_full[stage], hk * HD + 64 * c, a0, w.b);
+        mbar_arrive_expect_tx(&bars.v_full[stage], S::kKVBytes);
+        for (int c = 0; c < S::kPanels; ++c)
+          tma_load_3d(sv + c * S::kKVPanel, &a.add_v, &bars.v_full[stage], hk * HD + 64 * c, a0, w.b);
+      }
+      if (++stage == S::kStages) stage = 0, phase ^= 1;
+    }
+    ++tiles_done;
+  }
+}
+
+// exp2 on the SFU; inputs are <= 0 (or -inf) here.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+template <class T, int HD>
+__device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, int cw) {
+  using S = FwdShape<HD>;
+  using MmaS = Mma<T, kTileKeys>;
+  using MmaO = Mma<T, HD>;
+  constexpr int NS = MmaS::kRegs;  // S accumulators per thread (64)
+  constexpr int NO = MmaO::kRegs;  // O accumulators per thread
+  const Params& p = a.p;
+  const int t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
+  const int row_in_wg = 16 * warp + lane / 4;  // and +8
+  const uint32_t q_base = smem_addr(smem) + cw * 64 * 128;
+  const uint32_t kv_base = smem_addr(smem + S::kQBytes);
+  const float scale2 = float(p.scale) * fused::kLog2e;
+
+  int stage = 0;
+  uint32_t phase = 0, tiles_done = 0;
+  for (int item = blockIdx.x; item < a.n_items; item += gridDim.x) {
+    const Item w(a, item);
+    BlockTile bt;
+    if (!bt.init(p, a.geo, w.tile)) continue;
+    KvWalk kw;
+    kw.init(p, a.geo, bt, kTileKeys);
+
+    // This thread's two rows: their validity and per-axis windows.
+    int win[2][6];
+    bool valid[2];
+    int qpos[2][3];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      valid[r] = bt.pos(a.geo, 64 * cw + row_in_wg + 8 * r, qpos[r]);
+#pragma unroll
+      for (int ax = 0; ax < 3; ++ax) {
+        const IndexRange wr = window_in_group(p.axis[ax], qpos[r][ax], bt.lg[ax]);
+        win[r][2 * ax] = valid[r] ? int(wr.begin) : 1;
+        win[r][2 * ax + 1] = valid[r] ? int(wr.end) : 0;
+      }
+    }
+
+    float o[NO];
+#pragma unroll
+    for (int i = 0; i < NO; ++i) o[i] = 0.f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+
+    mbar_wait(&bars.q_full, tiles_done & 1);
+    for (int it = 0; it < kw.n_total; ++it) {
+      const uint32_t k_addr = kv_base + stage * S::kKVBytes;
+      const uint32_t v_addr = kv_base + (S::kStages + stage) * S::kKVBytes;
+      float s[NS];
+      mbar_wait(&bars.k_full[stage], phase);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < HD / 16; ++kk) {
+        const uint32_t off = (kk % 4) * 32;  // 16 columns = 32 bytes into the 128-byte row
+        const uint64_t da = desc_sw128(q_base + (kk / 4) * S::kQPanel + off, 16, 1024);
+        const uint64_t db = desc_sw128(k_addr + (kk / 4) * S::kKVPanel + off, 16, 1024);
+        MmaS::ss(s, da, db, kk > 0);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_regs<NS>(s);
+      if (it == kw.n_total - 1) mbar_arrive(&bars.q_empty);  // last read of this tile's Q
+
+      // Mask (log2 domain after scaling): only tiles not inside every window.
+#pragma unroll
+      for (int i = 0; i < NS; ++i) s[i] *= scale2;
+      if (it < kw.n_spatial) {
+        int j0[3];
+        if (!kw.origin(a.geo, it, j0)) {
+#pragma unroll
+          for (int n = 0; n < kTileKeys / 8; ++n)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int col = 8 * n + 2 * (lane & 3) + e;
+              int j[3];
+#pragma unroll
+              for (int ax = 0; ax < 3; ++ax) j[ax] = j0[ax] + ((col >> a.geo.ush[ax]) & (a.geo.u[ax] - 1));
+#pragma unroll
+              for (int r = 0; r < 2; ++r) {
+                const bool in = win[r][0] <= j[0] && j[0] < win[r][1] && win[r][2] <= j[1] && j[1] < win[r][3] &&
+                                win[r][4] <= j[2] && j[2] < win[r][5];
+                if (!in) s[4 * n + 2 * r + e] = -INFINITY;
+              }
+            }
+        }
+      } else {
+        const int left = int(p.n_additional) - (it - kw.n_spatial) * kTileKeys;
+        if (left < kTileKeys)
+#pragma unroll
+          for (int n = 0; n < kTileKeys / 8; ++n)
+#pragma unroll
+            for (int e = 0; e < 2; ++e)
+              if (8 * n + 2 * (lane & 3) + e >= left) s[4 * n + e] = s[4 * n + 2 + e] = -INFINITY;
+      }
+
+      // Online softmax; each row lives in the 4 lanes of a quad.
+      uint32_t pa[kTileKeys / 16][4];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float mx = m[r];
+#pragma unroll
+        for (int n = 0; n < kTileKeys / 8; ++n) mx = fmaxf(mx, fmaxf(s[4 * n + 2 * r], s[4 * n + 2 * r + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float base = mx == -INFINITY ? 0.f : mx;
+        const float alpha = fast_exp2(m[r] - base);
+        m[r] = mx;
+        float sum = 0.f;
+#pragma unroll
+        for (int n = 0; n < kTileKeys / 8; ++n) {
+          s[4 * n + 2 * r] = fast_exp2(s[4 * n + 2 * r] - base);
+          s[4 * n + 2 * r + 1] = fast_exp2(s[4 * n + 2 * r + 1] - base);
+          sum += s[4 * n + 2 * r] + s[4 * n + 2 * r + 1];
+        }
+        l[r] = l[r] * alpha + sum;
+#pragma unroll
+        for (int n = 0; n < HD / 8; ++n) {
+          o[4 * n + 2 * r] *= alpha;
+          o[4 * n + 2 * r + 1] *= alpha;
+        }
+      }
+#pragma unroll
+      for (int kk = 0; kk < kTileKeys / 16; ++kk) {
+        pa[kk][0] = fused::pack2<T>(s[8 * kk + 0], s[8 * kk + 1]);
+        pa[kk][1] = fused::pack2<T>(s[8 * kk + 2], s[8 * kk + 3]);
+        pa[kk][2] = fused::pack2<T>(s[8 * kk + 4], s[8 * kk + 5]);
+        pa[kk][3] = fused::pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
+      }
+
+      mbar_wait(&bars.v_full[stage], phase);
+      fence_regs<NO>(o);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kTileKeys / 16; ++kk) {
+        // 16 keys = two 8-row atoms (sbo); HD columns = kPanels 64-wide panels (lbo).
+        const uint64_t db = desc_sw128(v_addr + kk * 16 * 128, S::kKVPanel, 1024);
+        MmaO::rs(o, pa[kk], db);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_regs<NO>(o);
+      mbar_arrive(&bars.kv_empty[stage]);
+      if (++stage == S::kStages) stage = 0, phase ^= 1;
+    }
+
+    // Epilogue: normalize and store this thread's valid rows.
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float li = l[r];
+      li += __shfl_xor_sync(0xffffffffu, li, 1);
+      li += __shfl_xor_sync(0xffffffffu, li, 2);
+      if (!valid[r]) continue;
+      const float inv = li > 0.f ? 1.f / li : 0.f;
+      T* go = static_cast<T*>(p.out.data) + w.b * p.out.sb + w.h * p.out.sh + fused::tok_off(p.out, p, bt.g, qpos[r]);
+#pragma unroll
+      for (int n = 0; n < HD / 8; ++n) {
+        const int d = 8 * n + 2 * (lane & 3);
+        *reinterpret_cast<uint32_t*>(go + d) = fused::pack2<T>(o[4 * n + 2 * r] * inv, o[4 * n + 2 * r + 1] * inv);
+      }
+      if (p.lse.data && (lane & 3) == 0) {
+        float* gl = static_cast<float*>(p.lse.data) + w.b * p.lse.sb + w.h * p.lse.sh +
+                    fused::tok_off(p.lse, p, bt.g, qpos[r]);
+        *gl = (m[r] + log2f(li)) * 0.69314718055994531f;
+      }
+    }
+    ++tiles_done;
+  }
+}
+
+template <class T, int HD>
+__global__ void __launch_bounds__(kThreads, 1) forward_kernel(const __grid_constant__ FwdArgs a) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using S = FwdShape<HD>;
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* smem =
+      reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  Barriers& bars = *reinterpret_cast<Barriers*>(smem + S::kQBytes + 2 * S::kStages * S::kKVBytes);
+  static_assert(sizeof(Barriers) <= S::kBarrierBytes);
+
+  const int wg = threadIdx.x / 128;
+  if (threadIdx.x == 0) {
+    mbar_init(&bars.q_full, 1);
+    mbar_init(&bars.q_empty, 128 * kConsumers);
+    for (int s = 0; s < S::kStages; ++s) {
+      mbar_init(&bars.k_full[s], 1);
+      mbar_init(&bars.v_full[s], 1);
+      mbar_init(&bars.kv_empty[s], 128 * kConsumers);
+    }
+    mbar_init_fence();
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    regs_dealloc<24>();
+    if (threadIdx.x == 0) {
+      tma_prefetch_map(&a.q);
+      tma_prefetch_map(&a.k);
+      tma_prefetch_map(&a.v);
+      produce<T, HD>(a, smem, bars);
+    }
+  } else {
+    regs_alloc<240>();
+    consume<T, HD>(a, smem, bars, wg - 1);
+  }
+#endif
+}
+
+}  // namespace nhood::hopper
