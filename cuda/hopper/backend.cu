@@ -55,6 +55,7 @@ std::string forward_unsupported(const Params& p) {
   if (p.dtype != DType::float16 && p.dtype != DType::bfloat16) return "hopper runs float16 and bfloat16 only";
   if (p.head_dim != p.head_dim_v || (p.head_dim != 64 && p.head_dim != 128))
     return "hopper needs head_dim == head_dim_v in {64, 128} (fused runs the others)";
+  if (!(p.scale > 0)) return "hopper needs a positive scale (it folds the scale into the exponent)";
   if (!device_info(p.device.index).sm90) return "hopper needs a GPU of compute capability 9.0 (H100/H200)";
   for (int a = 0; a < 3; ++a)
     if (p.axis[a].length >= (int64_t(1) << 30)) return "hopper needs spatial axes shorter than 2^30";

@@ -6,8 +6,9 @@
 // Warpgroups 1 and 2 are consumers, each owning 64 of the tile's 128 query
 // rows: S = Q K^T (wgmma, both operands in shared memory), mask only on KV
 // tiles not inside every row's window, online softmax in registers, then
-// O += P V (wgmma, P from registers, V transposed from shared memory). While
-// one consumer runs its softmax the other's MMAs keep the tensor cores busy.
+// O += P V (wgmma, P from registers, V transposed from shared memory). The
+// two consumers take turns at the tensor cores (named barriers, ping-pong):
+// while one runs its softmax the other's MMAs keep the tensor cores busy.
 // CTAs loop over (query tile, head, batch) work items (persistent grid).
 //
 // Geometry (block tile t, inner tile u, KV walk, window rule) is shared with
@@ -134,6 +135,50 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
+// Named barriers ordering the two consumers' MMA issue (ping-pong): a
+// consumer waits for its turn, issues its MMAs, then hands the turn over, so
+// one consumer's softmax runs while the other's MMAs occupy the tensor cores.
+__device__ __forceinline__ void turn_wait(int consumer) {
+  asm volatile("bar.sync %0, 256;" ::"r"(1 + consumer) : "memory");
+}
+__device__ __forceinline__ void turn_pass(int consumer) {
+  asm volatile("bar.arrive %0, 256;" ::"r"(1 + (consumer ^ 1)) : "memory");
+}
+
+// Position in the KV ring of shared-memory stages.
+template <int kStages>
+struct Ring {
+  int stage = 0;
+  uint32_t phase = 0;
+  __device__ void advance() {
+    if (++stage == kStages) stage = 0, phase ^= 1;
+  }
+};
+
+// Sets the logits of this thread's two rows to -inf where the key's local
+// coordinate along `axis` falls outside the row's window. Called only for
+// the axes along which the KV tile is not inside every row's window (most
+// partial tiles are partial along one axis). Unsigned compare: lo <= c < hi.
+__device__ __forceinline__ void mask_axis(float* s, const Geo& geo, int axis, int j0, const int (*win)[6], int lane) {
+  const int sh = geo.ush[axis], um = geo.u[axis] - 1;
+  int lo[2];
+  unsigned len[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    lo[r] = win[r][2 * axis] - j0;
+    len[r] = unsigned(max(win[r][2 * axis + 1] - win[r][2 * axis], 0));
+  }
+#pragma unroll
+  for (int n = 0; n < kTileKeys / 8; ++n)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int c = ((8 * n + 2 * (lane & 3) + e) >> sh) & um;
+#pragma unroll
+      for (int r = 0; r < 2; ++r)
+        if (unsigned(c - lo[r]) >= len[r]) s[4 * n + 2 * r + e] = -INFINITY;
+    }
+}
+
 template <class T, int HD>
 __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, int cw) {
   using S = FwdShape<HD>;
@@ -146,10 +191,11 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
   const int row_in_wg = 16 * warp + lane / 4;  // and +8
   const uint32_t q_base = smem_addr(smem) + cw * 64 * 128;
   const uint32_t kv_base = smem_addr(smem + S::kQBytes);
-  const float scale2 = float(p.scale) * fused::kLog2e;
+  const float scale2 = float(p.scale) * fused::kLog2e;  // > 0 (forward_unsupported)
 
-  int stage = 0;
-  uint32_t phase = 0, tiles_done = 0;
+  Ring<S::kStages> cur, prv;  // stage of this step's K, and of the previous step's V
+  uint32_t tiles_done = 0;
+  if (cw == 1) turn_pass(cw);  // consumer 0 issues first
   for (int item = blockIdx.x; item < a.n_items; item += gridDim.x) {
     const Item w(a, item);
     BlockTile bt;
@@ -176,50 +222,55 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
 #pragma unroll
     for (int i = 0; i < NO; ++i) o[i] = 0.f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    uint32_t pa[kTileKeys / 16][4];  // P of the previous step, as the A operand of O += P V
 
     mbar_wait(&bars.q_full, tiles_done & 1);
-    for (int it = 0; it < kw.n_total; ++it) {
-      const uint32_t k_addr = kv_base + stage * S::kKVBytes;
-      const uint32_t v_addr = kv_base + (S::kStages + stage) * S::kKVBytes;
+    // Step j issues S_j = Q K_j^T and O += P_{j-1} V_{j-1} together, then
+    // turns S_j into P_j: each turn at the tensor cores is 2 x HD/16 MMAs.
+    for (int j = 0; j <= kw.n_total; ++j) {
+      const bool has_qk = j < kw.n_total, has_pv = j > 0;
       float s[NS];
-      mbar_wait(&bars.k_full[stage], phase);
+      if (has_qk) mbar_wait(&bars.k_full[cur.stage], cur.phase);
+      if (has_pv) mbar_wait(&bars.v_full[prv.stage], prv.phase);
+      turn_wait(cw);
+      fence_regs<NO>(o);
       wgmma_fence();
+      if (has_qk) {
+        const uint32_t k_addr = kv_base + cur.stage * S::kKVBytes;
 #pragma unroll
-      for (int kk = 0; kk < HD / 16; ++kk) {
-        const uint32_t off = (kk % 4) * 32;  // 16 columns = 32 bytes into the 128-byte row
-        const uint64_t da = desc_sw128(q_base + (kk / 4) * S::kQPanel + off, 16, 1024);
-        const uint64_t db = desc_sw128(k_addr + (kk / 4) * S::kKVPanel + off, 16, 1024);
-        MmaS::ss(s, da, db, kk > 0);
+        for (int kk = 0; kk < HD / 16; ++kk) {
+          const uint32_t off = (kk % 4) * 32;  // 16 columns = 32 bytes into the 128-byte row
+          const uint64_t da = desc_sw128(q_base + (kk / 4) * S::kQPanel + off, 16, 1024);
+          const uint64_t db = desc_sw128(k_addr + (kk / 4) * S::kKVPanel + off, 16, 1024);
+          MmaS::ss(s, da, db, kk > 0);
+        }
+      }
+      if (has_pv) {
+        const uint32_t v_addr = kv_base + (S::kStages + prv.stage) * S::kKVBytes;
+#pragma unroll
+        for (int kk = 0; kk < kTileKeys / 16; ++kk) {
+          // 16 keys = two 8-row atoms (sbo); HD columns = 64-wide panels (lbo).
+          MmaO::rs(o, pa[kk], desc_sw128(v_addr + kk * 16 * 128, S::kKVPanel, 1024));
+        }
       }
       wgmma_commit();
+      turn_pass(cw);
       wgmma_wait<0>();
       fence_regs<NS>(s);
-      if (it == kw.n_total - 1) mbar_arrive(&bars.q_empty);  // last read of this tile's Q
+      fence_regs<NO>(o);
+      if (has_pv) mbar_arrive(&bars.kv_empty[prv.stage]);
+      if (j == kw.n_total - 1) mbar_arrive(&bars.q_empty);  // last read of this tile's Q
+      if (!has_qk) break;
 
-      // Mask (log2 domain after scaling): only tiles not inside every window.
-#pragma unroll
-      for (int i = 0; i < NS; ++i) s[i] *= scale2;
-      if (it < kw.n_spatial) {
+      // Mask: only KV tiles not inside every row's window, only the axes along which they stick out.
+      if (j < kw.n_spatial) {
         int j0[3];
-        if (!kw.origin(a.geo, it, j0)) {
+        kw.origin(a.geo, j, j0);
 #pragma unroll
-          for (int n = 0; n < kTileKeys / 8; ++n)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const int col = 8 * n + 2 * (lane & 3) + e;
-              int j[3];
-#pragma unroll
-              for (int ax = 0; ax < 3; ++ax) j[ax] = j0[ax] + ((col >> a.geo.ush[ax]) & (a.geo.u[ax] - 1));
-#pragma unroll
-              for (int r = 0; r < 2; ++r) {
-                const bool in = win[r][0] <= j[0] && j[0] < win[r][1] && win[r][2] <= j[1] && j[1] < win[r][3] &&
-                                win[r][4] <= j[2] && j[2] < win[r][5];
-                if (!in) s[4 * n + 2 * r + e] = -INFINITY;
-              }
-            }
-        }
+        for (int ax = 0; ax < 3; ++ax)
+          if (j0[ax] < kw.ib[ax] || j0[ax] + a.geo.u[ax] > kw.ie[ax]) mask_axis(s, a.geo, ax, j0[ax], win, lane);
       } else {
-        const int left = int(p.n_additional) - (it - kw.n_spatial) * kTileKeys;
+        const int left = int(p.n_additional) - (j - kw.n_spatial) * kTileKeys;
         if (left < kTileKeys)
 #pragma unroll
           for (int n = 0; n < kTileKeys / 8; ++n)
@@ -228,23 +279,24 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
               if (8 * n + 2 * (lane & 3) + e >= left) s[4 * n + e] = s[4 * n + 2 + e] = -INFINITY;
       }
 
-      // Online softmax; each row lives in the 4 lanes of a quad.
-      uint32_t pa[kTileKeys / 16][4];
+      // Online softmax in the log2 domain (m in scaled units; the scale is
+      // folded into the exponent's FMA). Each row lives in a quad of lanes.
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        float mx = m[r];
+        float mx = -INFINITY;
 #pragma unroll
         for (int n = 0; n < kTileKeys / 8; ++n) mx = fmaxf(mx, fmaxf(s[4 * n + 2 * r], s[4 * n + 2 * r + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float base = mx == -INFINITY ? 0.f : mx;
+        const float mnew = fmaxf(m[r], mx * scale2);
+        const float base = mnew == -INFINITY ? 0.f : mnew;
         const float alpha = fast_exp2(m[r] - base);
-        m[r] = mx;
+        m[r] = mnew;
         float sum = 0.f;
 #pragma unroll
         for (int n = 0; n < kTileKeys / 8; ++n) {
-          s[4 * n + 2 * r] = fast_exp2(s[4 * n + 2 * r] - base);
-          s[4 * n + 2 * r + 1] = fast_exp2(s[4 * n + 2 * r + 1] - base);
+          s[4 * n + 2 * r] = fast_exp2(fmaf(s[4 * n + 2 * r], scale2, -base));
+          s[4 * n + 2 * r + 1] = fast_exp2(fmaf(s[4 * n + 2 * r + 1], scale2, -base));
           sum += s[4 * n + 2 * r] + s[4 * n + 2 * r + 1];
         }
         l[r] = l[r] * alpha + sum;
@@ -261,21 +313,8 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
         pa[kk][2] = fused::pack2<T>(s[8 * kk + 4], s[8 * kk + 5]);
         pa[kk][3] = fused::pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
       }
-
-      mbar_wait(&bars.v_full[stage], phase);
-      fence_regs<NO>(o);
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < kTileKeys / 16; ++kk) {
-        // 16 keys = two 8-row atoms (sbo); HD columns = kPanels 64-wide panels (lbo).
-        const uint64_t db = desc_sw128(v_addr + kk * 16 * 128, S::kKVPanel, 1024);
-        MmaO::rs(o, pa[kk], db);
-      }
-      wgmma_commit();
-      wgmma_wait<0>();
-      fence_regs<NO>(o);
-      mbar_arrive(&bars.kv_empty[stage]);
-      if (++stage == S::kStages) stage = 0, phase ^= 1;
+      prv = cur;
+      cur.advance();
     }
 
     // Epilogue: normalize and store this thread's valid rows.
@@ -300,6 +339,7 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
     }
     ++tiles_done;
   }
+  if (cw == 0) turn_wait(cw);  // consumes consumer 1's last hand-over, so no arrival is left pending
 }
 
 template <class T, int HD>

@@ -76,6 +76,49 @@ def timeit(torch, fn, reps, warmup, graphs=True):
     return times[len(times) // 2], captured
 
 
+def flex_peer(torch, record, results, spatial, kernel, stride, dil, qkv, qkv_grad, dot):
+    """Times torch FlexAttention (compiled) with a neighborhood block mask built from the window rule."""
+    dev = "cuda"
+    rank = len(spatial)
+    N = math.prod(spatial)
+    qt, kt, vt = qkv
+    qg, kg, vg = qkv_grad
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+        firsts, counts = [], []
+        for a in range(rank):
+            f, c = axis_windows(spatial[a], kernel[a], stride[a], dil[a])
+            firsts.append(torch.tensor(f, device=dev))
+            counts.append(torch.tensor(c, device=dev))
+        strides_ = [math.prod(spatial[a + 1:]) for a in range(rank)]
+
+        def mask_mod(b, h, q_idx, kv_idx):
+            ok = None
+            for a in range(rank):
+                qa = (q_idx // strides_[a]) % spatial[a]
+                ka = (kv_idx // strides_[a]) % spatial[a]
+                off = ka - firsts[a][qa]
+                m = (off >= 0) & (off < counts[a][qa] * dil[a]) & (off % dil[a] == 0)
+                ok = m if ok is None else ok & m
+            return ok
+
+        t0 = time.time()
+        bm = create_block_mask(mask_mod, None, None, N, N, device=dev, _compile=True)
+        flex = torch.compile(flex_attention, dynamic=False)
+        results["_flex_mask_s"] = time.time() - t0
+
+        def fwd():
+            return flex(qt, kt, vt, block_mask=bm)
+
+        def fwdbwd():
+            o = flex(qg, kg, vg, block_mask=bm)
+            return torch.autograd.grad(o, (qg, kg, vg), dot)
+
+        record("flex", fwd, fwdbwd)
+    except Exception as e:  # noqa: BLE001
+        results["flex"] = {"error": f"{type(e).__name__}: {str(e)[:160]}"}
+
+
 def run_case(name, args, torch, nhood):
     B, spatial, H, D, kernel, stride, dil = CASES[name]
     rank = len(spatial)
@@ -90,6 +133,8 @@ def run_case(name, args, torch, nhood):
     reps, warm = (5, 2) if args.quick else (20, 5)
 
     def record(impl, fwd, fwdbwd):
+        if args.impls and not any(sel in impl for sel in args.impls.split(",")):
+            return
         try:
             f, cap = timeit(torch, fwd, reps, warm, not args.eager)
         except Exception as e:  # noqa: BLE001 - a peer may not support the case
@@ -139,42 +184,9 @@ def run_case(name, args, torch, nhood):
 
         record(label, fwd, fwdbwd)
 
-    # FlexAttention with a neighborhood block mask.
-    try:
-        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-        firsts, counts = [], []
-        for a in range(rank):
-            f, c = axis_windows(spatial[a], kernel[a], stride[a], dil[a])
-            firsts.append(torch.tensor(f, device=dev))
-            counts.append(torch.tensor(c, device=dev))
-        strides_ = [math.prod(spatial[a + 1:]) for a in range(rank)]
-
-        def mask_mod(b, h, q_idx, kv_idx):
-            ok = None
-            for a in range(rank):
-                qa = (q_idx // strides_[a]) % spatial[a]
-                ka = (kv_idx // strides_[a]) % spatial[a]
-                off = ka - firsts[a][qa]
-                m = (off >= 0) & (off < counts[a][qa] * dil[a]) & (off % dil[a] == 0)
-                ok = m if ok is None else ok & m
-            return ok
-
-        t0 = time.time()
-        bm = create_block_mask(mask_mod, None, None, N, N, device=dev, _compile=True)
-        flex = torch.compile(flex_attention, dynamic=False)
-        results["_flex_mask_s"] = time.time() - t0
-
-        def fwd():
-            return flex(qt, kt, vt, block_mask=bm)
-
-        def fwdbwd():
-            o = flex(qg, kg, vg, block_mask=bm)
-            return torch.autograd.grad(o, (qg, kg, vg), dot)
-
-        record("flex", fwd, fwdbwd)
-    except Exception as e:  # noqa: BLE001
-        results["flex"] = {"error": f"{type(e).__name__}: {str(e)[:160]}"}
-
+    # FlexAttention with a neighborhood block mask (compiling it takes a while: skipped unless selected).
+    if not args.impls or "flex" in args.impls:
+        flex_peer(torch, record, results, spatial, kernel, stride, dil, (qt, kt, vt), (qg, kg, vg), dot)
     for key in ("fwd_ms", "fwdbwd_ms"):
         for peer, tag in (("sdpa-cudnn", "cudnn"), ("flex", "flex")):
             base = results.get(peer, {}).get(key)
@@ -194,6 +206,8 @@ def main(argv=None):
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
     ap.add_argument("--json", metavar="PATH")
     ap.add_argument("--eager", action="store_true", help="time eager calls (includes host overhead), no CUDA graphs")
+    ap.add_argument("--impls", default="", help="only implementations whose name contains one of these "
+                    "(comma list, e.g. hopper,cudnn); ratios need their peers selected too")
     args = ap.parse_args(argv)
     import torch
     import nhood
