@@ -6,6 +6,7 @@
 // backward is not written yet), so training through backend="hopper" works.
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <string>
 
 #include "../../src/backend.hpp"
@@ -96,6 +97,11 @@ void forward(const Params& p, void* stream) {
     a.add_k = extra_tensor_map(p.add_k, p, p.heads_kv, p.head_dim, kTileKeys);
     a.add_v = extra_tensor_map(p.add_v, p, p.heads_kv, p.head_dim_v, kTileKeys);
   }
+  static const bool pingpong = [] {
+    const char* env = std::getenv("NHOOD_HOPPER_PINGPONG");  // measurement knob (docs/performance.md)
+    return !(env && env[0] == '0');
+  }();
+  a.pingpong = pingpong;
   a.n_tiles = a.geo.n_spatial_blocks;
   a.n_items = int(int64_t(a.n_tiles) * p.heads * p.batch);
   const int grid = std::min(a.n_items, device_info(p.device.index).sms);

@@ -39,7 +39,9 @@ constexpr int kTileKeys = 128;              // keys per KV inner tile
 template <int HD>
 struct FwdShape {
   static constexpr int kPanels = HD / 64;                // 128-byte column panels per row
-  static constexpr int kStages = HD == 128 ? 2 : 3;      // KV ring depth
+  // KV ring depth: as deep as shared memory allows (227 KB per block); the
+  // loads of the next tiles come from L2 with microseconds of latency.
+  static constexpr int kStages = HD == 128 ? 3 : 5;
   static constexpr int kQPanel = kTileRows * 128;        // bytes of one Q panel
   static constexpr int kKVPanel = kTileKeys * 128;       // bytes of one K or V panel
   static constexpr int kQBytes = kPanels * kQPanel;
@@ -57,6 +59,7 @@ struct FwdArgs {
   Geo geo;
   int n_tiles;  // spatial block tiles of one (batch, head), all dilation groups
   int n_items;  // n_tiles * heads * batch
+  bool pingpong;  // consumers take turns at the tensor cores (NHOOD_HOPPER_PINGPONG=0 turns it off)
 };
 
 // Work item -> (tile, head, batch); tiles vary fastest so concurrently
@@ -76,15 +79,27 @@ __device__ __forceinline__ int coord(const Params& p, const BlockTile& bt, int a
 
 struct Barriers {
   uint64_t q_full, q_empty;
-  uint64_t k_full[3], v_full[3], kv_empty[3];
+  // K and V have separate barriers: K_j is free after S_j, V_j only after
+  // O += P_j V_j one step later, so the producer can refill K sooner.
+  uint64_t k_full[5], v_full[5], k_empty[5], v_empty[5];
+};
+
+// Position in the KV ring of shared-memory stages.
+template <int kStages>
+struct Ring {
+  int stage = 0;
+  uint32_t phase = 0;
+  __device__ void advance() {
+    if (++stage == kStages) stage = 0, phase ^= 1;
+  }
 };
 
 template <class T, int HD>
 __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
   using S = FwdShape<HD>;
   const Params& p = a.p;
-  int stage = 0;
-  uint32_t phase = 0, tiles_done = 0;
+  Ring<S::kStages> ring;
+  uint32_t tiles_done = 0;
   for (int item = blockIdx.x; item < a.n_items; item += gridDim.x) {
     const Item w(a, item);
     BlockTile bt;
@@ -100,9 +115,10 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
                   coord(p, bt, 1, bt.p0[1]), coord(p, bt, 0, bt.p0[0]), w.b);
 
     for (int it = 0; it < kw.n_total; ++it) {
-      mbar_wait(&bars.kv_empty[stage], phase ^ 1);
+      const int stage = ring.stage;
       unsigned char* sk = smem + S::kQBytes + stage * S::kKVBytes;
       unsigned char* sv = smem + S::kQBytes + (S::kStages + stage) * S::kKVBytes;
+      mbar_wait(&bars.k_empty[stage], ring.phase ^ 1);
       mbar_arrive_expect_tx(&bars.k_full[stage], S::kKVBytes);
       if (it < kw.n_spatial) {
         int j0[3];
@@ -110,6 +126,7 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
         for (int c = 0; c < S::kPanels; ++c)
           tma_load_5d(sk + c * S::kKVPanel, &a.k, &bars.k_full[stage], hk * HD + 64 * c, coord(p, bt, 2, j0[2]),
                       coord(p, bt, 1, j0[1]), coord(p, bt, 0, j0[0]), w.b);
+        mbar_wait(&bars.v_empty[stage], ring.phase ^ 1);
         mbar_arrive_expect_tx(&bars.v_full[stage], S::kKVBytes);
         for (int c = 0; c < S::kPanels; ++c)
           tma_load_5d(sv + c * S::kKVPanel, &a.v, &bars.v_full[stage], hk * HD + 64 * c, coord(p, bt, 2, j0[2]),
@@ -118,11 +135,12 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
         const int a0 = (it - kw.n_spatial) * kTileKeys;
         for (int c = 0; c < S::kPanels; ++c)
           tma_load_3d(sk + c * S::kKVPanel, &a.add_k, &bars.k_full[stage], hk * HD + 64 * c, a0, w.b);
+        mbar_wait(&bars.v_empty[stage], ring.phase ^ 1);
         mbar_arrive_expect_tx(&bars.v_full[stage], S::kKVBytes);
         for (int c = 0; c < S::kPanels; ++c)
           tma_load_3d(sv + c * S::kKVPanel, &a.add_v, &bars.v_full[stage], hk * HD + 64 * c, a0, w.b);
       }
-      if (++stage == S::kStages) stage = 0, phase ^= 1;
+      ring.advance();
     }
     ++tiles_done;
   }
@@ -144,16 +162,6 @@ __device__ __forceinline__ void turn_wait(int consumer) {
 __device__ __forceinline__ void turn_pass(int consumer) {
   asm volatile("bar.arrive %0, 256;" ::"r"(1 + (consumer ^ 1)) : "memory");
 }
-
-// Position in the KV ring of shared-memory stages.
-template <int kStages>
-struct Ring {
-  int stage = 0;
-  uint32_t phase = 0;
-  __device__ void advance() {
-    if (++stage == kStages) stage = 0, phase ^= 1;
-  }
-};
 
 // Sets the logits of this thread's two rows to -inf where the key's local
 // coordinate along `axis` falls outside the row's window. Called only for
@@ -195,7 +203,7 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
 
   Ring<S::kStages> cur, prv;  // stage of this step's K, and of the previous step's V
   uint32_t tiles_done = 0;
-  if (cw == 1) turn_pass(cw);  // consumer 0 issues first
+  if (a.pingpong && cw == 1) turn_pass(cw);  // consumer 0 issues first
   for (int item = blockIdx.x; item < a.n_items; item += gridDim.x) {
     const Item w(a, item);
     BlockTile bt;
@@ -232,7 +240,7 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
       float s[NS];
       if (has_qk) mbar_wait(&bars.k_full[cur.stage], cur.phase);
       if (has_pv) mbar_wait(&bars.v_full[prv.stage], prv.phase);
-      turn_wait(cw);
+      if (a.pingpong) turn_wait(cw);
       fence_regs<NO>(o);
       wgmma_fence();
       if (has_qk) {
@@ -254,11 +262,12 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
         }
       }
       wgmma_commit();
-      turn_pass(cw);
+      if (a.pingpong) turn_pass(cw);
       wgmma_wait<0>();
       fence_regs<NS>(s);
       fence_regs<NO>(o);
-      if (has_pv) mbar_arrive(&bars.kv_empty[prv.stage]);
+      if (has_qk) mbar_arrive(&bars.k_empty[cur.stage]);
+      if (has_pv) mbar_arrive(&bars.v_empty[prv.stage]);
       if (j == kw.n_total - 1) mbar_arrive(&bars.q_empty);  // last read of this tile's Q
       if (!has_qk) break;
 
@@ -339,7 +348,7 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
     }
     ++tiles_done;
   }
-  if (cw == 0) turn_wait(cw);  // consumes consumer 1's last hand-over, so no arrival is left pending
+  if (a.pingpong && cw == 0) turn_wait(cw);  // consumes consumer 1's last hand-over, so no arrival is left pending
 }
 
 template <class T, int HD>
@@ -359,7 +368,8 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const __grid_const
     for (int s = 0; s < S::kStages; ++s) {
       mbar_init(&bars.k_full[s], 1);
       mbar_init(&bars.v_full[s], 1);
-      mbar_init(&bars.kv_empty[s], 128 * kConsumers);
+      mbar_init(&bars.k_empty[s], 128 * kConsumers);
+      mbar_init(&bars.v_empty[s], 128 * kConsumers);
     }
     mbar_init_fence();
   }
