@@ -96,6 +96,15 @@ FORWARD_ERRORS = [
     ("backend_type", lambda o: _na1d(o, backend=3), TypeError, ["backend", "string"]),
     ("backend_cuda_on_cpu", lambda o: _na1d(o, backend="naive"), ValueError, ["backend 'naive'"]),
     ("not_an_array", lambda o: _na1d(o, q=Q.tolist()), TypeError, ["__dlpack__", "list"]),
+    ("query_scalar", lambda o: _na1d(o, q=np.float64(1.0)), ValueError, ["query", "4 dimensions", "shape ()"]),
+    ("kernel_array", lambda o: _na2d(o, kernel_size=np.array([3, 3])), TypeError, ["kernel_size", "tuple of 2 ints"]),
+    # arrays DLPack cannot carry: named, with the exporter's reason (not nanobind's "incompatible arguments")
+    ("object_dtype", lambda o: _na1d(o, q=Q.astype(object), k=K.astype(object), v=V.astype(object)), TypeError,
+     ["query", "DLPack", "object"]),
+    ("longdouble", lambda o: _na1d(o, q=Q.astype(np.longdouble), k=K.astype(np.longdouble),
+                                   v=V.astype(np.longdouble)), TypeError, ["query", "DLPack"]),
+    ("key_byte_swapped", lambda o: _na1d(o, k=K.astype(">f8")), TypeError, ["key", "DLPack", "byte order"]),
+    ("out_byte_swapped", lambda o: _na1d(np.full(Q.shape, SENTINEL, ">f8")), TypeError, ["out", "DLPack"]),
 ]
 
 
@@ -198,6 +207,31 @@ def test_torch_errors():
     assert bool((out == SENTINEL).all())
     with pytest.raises(ValueError, match="out= cannot be used when autograd"):
         nhood.na1d(q.clone().requires_grad_(), q, q, 3, out=out)
+    with pytest.raises(TypeError, match="out must be a numpy array like query, got Tensor"):
+        nhood.na1d(Q, K, V, 3, out=out)
+    with pytest.raises(TypeError, match="key .*cannot be passed to nhood through DLPack.*meta"):
+        nhood.na1d(q, torch.empty(Q.shape, dtype=torch.float64, device="meta"), q, 3)
+    with pytest.raises(ValueError, match="out must not be a lazily negated torch view"):
+        nhood.na1d(q, q, q, 3, out=out._neg_view())
+    assert bool((out == SENTINEL).all())
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+def test_torch_negated_views_are_read_as_negated():
+    """c.conj().imag is a lazily negated view (is_neg()); DLPack has no negative
+    bit, so nhood must materialize it rather than read the memory under it."""
+    import torch
+
+    c = torch.complex(torch.from_numpy(K), torch.from_numpy(V))
+    k = c.conj().imag  # == -V, negative bit set
+    assert k.is_neg()
+    q = torch.from_numpy(Q)
+    want = nhood.na1d(q, -torch.from_numpy(V), q, 3)
+    torch.testing.assert_close(nhood.na1d(q, k, q, 3), want)
+    qg = q.clone().requires_grad_()
+    torch.testing.assert_close(nhood.na1d(qg, k, q, 3), want)  # the autograd path too
+    w = nhood.na1d_qk(q, k, 3)
+    torch.testing.assert_close(w, nhood.na1d_qk(q, -torch.from_numpy(V), 3))
 
 
 # ---- non-finite inputs and empty batches ------------------------------------------------

@@ -1,6 +1,8 @@
 """Normalization of window arguments (int or per-axis tuple) for the core."""
 from __future__ import annotations
 
+import operator
+
 _INT32_MAX = 2**31 - 1
 
 
@@ -10,12 +12,18 @@ def per_axis_ints(value, rank: int, name: str) -> tuple[int, int, int]:
     if type(value) is int and -_INT32_MAX <= value <= _INT32_MAX:
         return (value,) * rank + (1,) * (3 - rank)
     values = _per_axis(value, rank, name)
+    ints = []
     for v in values:
-        if isinstance(v, bool) or not hasattr(v, "__index__"):
-            raise TypeError(f"{name} must be an int or a tuple of {rank} ints, got {value!r}")
-        if not -_INT32_MAX <= int(v) <= _INT32_MAX:
+        try:
+            if isinstance(v, bool):
+                raise TypeError
+            i = operator.index(v)  # ints and NumPy integer scalars; not floats, not arrays of several values
+        except TypeError:
+            raise TypeError(f"{name} must be an int or a tuple of {rank} ints, got {value!r}") from None
+        if not -_INT32_MAX <= i <= _INT32_MAX:
             raise ValueError(f"{name} must be a 32-bit integer per axis, got {value!r}")
-    return tuple(int(v) for v in values) + (1,) * (3 - rank)
+        ints.append(i)
+    return tuple(ints) + (1,) * (3 - rank)
 
 
 def per_axis_bools(value, rank: int, name: str) -> tuple[bool, bool, bool]:

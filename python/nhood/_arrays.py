@@ -58,7 +58,19 @@ class TorchAdapter(Adapter):
         self.xp = torch
 
     def as_input(self, x):
-        return x.detach() if x.requires_grad else x
+        if x.requires_grad:
+            x = x.detach()
+        if x.is_neg():
+            # A lazily negated view (e.g. c.conj().imag): DLPack carries no negative bit, so
+            # the exported memory holds the values before negation. Materialize them.
+            x = x.resolve_neg()
+        return x
+
+    def writable(self, x):
+        if x.is_neg():
+            raise ValueError("out must not be a lazily negated torch view (is_neg() is True): nhood would write "
+                             "through DLPack, which ignores the negative bit; pass a tensor without it")
+        return True
 
     def empty(self, like, shape, dtype=None):
         t = self.torch
@@ -192,6 +204,7 @@ class JaxAdapter(Adapter):
 _BY_MODULE = {"numpy": NumpyAdapter, "torch": TorchAdapter, "cupy": CupyAdapter, "jax": JaxAdapter,
               "jaxlib": JaxAdapter}
 _cache: dict[type, Adapter] = {}
+_instances: dict[type, Adapter] = {}  # one adapter per library: np.ndarray and np.float64 share NumpyAdapter
 
 
 def adapter(x) -> Adapter:
@@ -205,5 +218,28 @@ def adapter(x) -> Adapter:
             if not hasattr(x, "__dlpack__"):
                 raise TypeError(f"expected an array with __dlpack__ (NumPy, PyTorch, CuPy, JAX), got {tp.__name__}")
             cls = Adapter
-        found = _cache[tp] = cls()
+        found = _instances.get(cls)
+        if found is None:
+            found = _instances[cls] = cls()
+        _cache[tp] = found
     return found
+
+
+def explain_refusal(lib, named_arrays) -> None:
+    """Called when the native module refused its arguments (nanobind's generic
+    "incompatible function arguments"): raises a TypeError naming the first
+    array that DLPack cannot export and why (NumPy's object, longdouble or
+    byte-swapped arrays, torch's meta tensors...). Returns if none is found.
+    Only runs on the error path, so the calls that succeed pay nothing."""
+    for name, x in named_arrays:
+        if x is None:
+            continue
+        try:
+            exported = lib.as_input(x)
+            if hasattr(exported, "__dlpack__"):
+                exported.__dlpack__()
+        except Exception as e:  # the library's own reason: BufferError, RuntimeError, ...
+            dtype = getattr(x, "dtype", "?")
+            raise TypeError(f"{name} (dtype {dtype}) cannot be passed to nhood through DLPack: {e} "
+                            "(nhood takes float64, float32, float16 or bfloat16 arrays in native byte order, "
+                            "on cpu or cuda)") from None

@@ -30,18 +30,24 @@ def _na_forward(rank, query, key, value, kernel_size, stride, dilation, is_causa
                 additional_values, return_lse, backend, out):
     kernel, strides, dilations, causal = _window(rank, kernel_size, stride, dilation, is_causal)
     lib = _arrays.adapter(query)
-    _same_library(lib, [("key", key), ("value", value), ("additional_keys", additional_keys),
-                        ("additional_values", additional_values)])
+    inputs = [("key", key), ("value", value), ("additional_keys", additional_keys),
+              ("additional_values", additional_values)]
     if out is None:
+        _same_library(lib, inputs)
         out = lib.empty(query, tuple(query.shape[:-1]) + tuple(value.shape[-1:]))
     else:
+        _same_library(lib, inputs + [("out", out)])
         _check_output(lib, out, "out")
     lse = lib.empty(query, tuple(query.shape[:-1]), "float32") if return_lse else None
-    _core.forward(lib.as_input(query), lib.as_input(key), lib.as_input(value), out, lse,
-                  None if additional_keys is None else lib.as_input(additional_keys),
-                  None if additional_values is None else lib.as_input(additional_values),
-                  rank, kernel, strides, dilations, causal, _args.scale_arg(scale), _args.backend_arg(backend),
-                  lib.stream(query))
+    try:
+        _core.forward(lib.as_input(query), lib.as_input(key), lib.as_input(value), out, lse,
+                      None if additional_keys is None else lib.as_input(additional_keys),
+                      None if additional_values is None else lib.as_input(additional_values),
+                      rank, kernel, strides, dilations, causal, _args.scale_arg(scale), _args.backend_arg(backend),
+                      lib.stream(query))
+    except TypeError:
+        _arrays.explain_refusal(lib, [("query", query)] + inputs + [("out", out)])
+        raise
     out = lib.finish(out)
     return (out, lib.finish(lse)) if return_lse else out
 
@@ -59,11 +65,17 @@ def _na_backward(rank, query, key, value, out, lse, d_out, kernel_size, stride, 
     dak = lib.empty(additional_keys, tuple(additional_keys.shape)) if has_add else None
     dav = lib.empty(additional_values, tuple(additional_values.shape)) if additional_values is not None else None
     a = lib.as_input
-    _core.backward(a(query), a(key), a(value), a(out), a(lse), a(d_out), dq, dk, dv,
-                   None if additional_keys is None else a(additional_keys),
-                   None if additional_values is None else a(additional_values), dak, dav,
-                   rank, kernel, strides, dilations, causal, _args.scale_arg(scale), _args.backend_arg(backend),
-                   lib.stream(query), bool(deterministic))
+    try:
+        _core.backward(a(query), a(key), a(value), a(out), a(lse), a(d_out), dq, dk, dv,
+                       None if additional_keys is None else a(additional_keys),
+                       None if additional_values is None else a(additional_values), dak, dav,
+                       rank, kernel, strides, dilations, causal, _args.scale_arg(scale), _args.backend_arg(backend),
+                       lib.stream(query), bool(deterministic))
+    except TypeError:
+        _arrays.explain_refusal(lib, [("query", query), ("key", key), ("value", value), ("out", out), ("lse", lse),
+                                      ("d_out", d_out), ("additional_keys", additional_keys),
+                                      ("additional_values", additional_values)])
+        raise
     grads = (dq, dk, dv, dak, dav) if has_add else (dq, dk, dv)
     return tuple(lib.finish(g) for g in grads)
 

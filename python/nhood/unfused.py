@@ -60,6 +60,15 @@ def _needs_graph(*arrays):
     return torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in arrays)
 
 
+def _native(lib, named_arrays, fn, *args):
+    """Calls the native op; if nanobind refuses an array, says which and why."""
+    try:
+        fn(*args)
+    except TypeError:
+        _arrays.explain_refusal(lib, named_arrays)
+        raise
+
+
 def _columns(rank, kernel, n_add):
     return math.prod(kernel[:rank]) + n_add
 
@@ -76,8 +85,10 @@ def qk(rank, query, key, kernel_size, dilation=1, stride=1, is_causal=False, rpb
     _same_library(lib, [("key", key), ("rpb", rpb), ("additional_keys", additional_keys)])
     n_add = 0 if additional_keys is None else int(additional_keys.shape[1])
     weights = lib.empty(query, tuple(query.shape[:-1]) + (_columns(rank, kernel, n_add),))
-    _core.qk_forward(lib.as_input(query), lib.as_input(key), weights, _opt(lib, rpb), _opt(lib, additional_keys),
-                     rank, kernel, strides, dilations, causal, _args.backend_arg(backend), lib.stream(query))
+    _native(lib, [("query", query), ("key", key), ("rpb", rpb), ("additional_keys", additional_keys)],
+            _core.qk_forward, lib.as_input(query), lib.as_input(key), weights, _opt(lib, rpb),
+            _opt(lib, additional_keys), rank, kernel, strides, dilations, causal, _args.backend_arg(backend),
+            lib.stream(query))
     return lib.finish(weights)
 
 
@@ -91,8 +102,10 @@ def qk_backward(rank, query, key, d_weights, kernel_size, dilation=1, stride=1, 
     d_rpb = None if rpb is None else lib.empty(query, tuple(rpb.shape))
     d_add = None if additional_keys is None else lib.empty(query, tuple(additional_keys.shape))
     a = lib.as_input
-    _core.qk_backward(a(query), a(key), a(d_weights), dq, dk, _opt(lib, additional_keys), d_add, d_rpb, rank, kernel,
-                      strides, dilations, causal, _args.backend_arg(backend), lib.stream(query), bool(deterministic))
+    _native(lib, [("query", query), ("key", key), ("d_weights", d_weights), ("additional_keys", additional_keys)],
+            _core.qk_backward, a(query), a(key), a(d_weights), dq, dk, _opt(lib, additional_keys), d_add, d_rpb,
+            rank, kernel, strides, dilations, causal, _args.backend_arg(backend), lib.stream(query),
+            bool(deterministic))
     fin = lib.finish
     return fin(dq), fin(dk), None if d_rpb is None else fin(d_rpb), None if d_add is None else fin(d_add)
 
@@ -108,8 +121,9 @@ def av(rank, weights, value, kernel_size, dilation=1, stride=1, is_causal=False,
     lib = _arrays.adapter(weights)
     _same_library(lib, [("value", value), ("additional_values", additional_values)])
     out = lib.empty(value, tuple(weights.shape[:-1]) + tuple(value.shape[-1:]))
-    _core.av_forward(lib.as_input(weights), lib.as_input(value), out, _opt(lib, additional_values), rank, kernel,
-                     strides, dilations, causal, _args.backend_arg(backend), lib.stream(value))
+    _native(lib, [("weights", weights), ("value", value), ("additional_values", additional_values)],
+            _core.av_forward, lib.as_input(weights), lib.as_input(value), out, _opt(lib, additional_values), rank,
+            kernel, strides, dilations, causal, _args.backend_arg(backend), lib.stream(value))
     return lib.finish(out)
 
 
@@ -122,8 +136,9 @@ def av_backward(rank, weights, value, d_out, kernel_size, dilation=1, stride=1, 
     dv = lib.empty(value, tuple(value.shape))
     d_add = None if additional_values is None else lib.empty(value, tuple(additional_values.shape))
     a = lib.as_input
-    _core.av_backward(a(weights), a(value), a(d_out), dw, dv, _opt(lib, additional_values), d_add, rank, kernel,
-                      strides, dilations, causal, _args.backend_arg(backend), lib.stream(value), bool(deterministic))
+    _native(lib, [("weights", weights), ("value", value), ("d_out", d_out), ("additional_values", additional_values)],
+            _core.av_backward, a(weights), a(value), a(d_out), dw, dv, _opt(lib, additional_values), d_add, rank,
+            kernel, strides, dilations, causal, _args.backend_arg(backend), lib.stream(value), bool(deterministic))
     fin = lib.finish
     return fin(dw), fin(dv), None if d_add is None else fin(d_add)
 
