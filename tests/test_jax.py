@@ -185,17 +185,62 @@ def test_nested_vmap_and_batch_axis_not_leading():
 
 
 def test_invalid_problem_raises_with_message():
-    # In a subprocess: a crash on an error path (seen once in a CUDA build, in
+    # The FFI handler's own error path (the public functions catch a bad window
+    # at trace time, see below, so this calls the custom_vjp directly). In a
+    # subprocess: a crash on an error path (seen once in a CUDA build, in
     # libnhood's own validation) must fail this test, not end the whole run.
     import subprocess
     import sys
-    code = ("import jax, jax.numpy as jnp, nhood.jax as nj\n"
+    code = ("import jax, jax.numpy as jnp\n"
+            "from nhood.jax import _autodiff, _ffi\n"
             "q = jnp.ones((1, 6, 2, 8), jnp.float32)\n"
-            "try:\n    jax.block_until_ready(nj.na1d(q, q, q, kernel_size=9))\n"
+            "cfg = _ffi.Config(1, (9, 1, 1), (1, 1, 1), (1, 1, 1), (False, False, False), None, 'auto')\n"
+            "try:\n    jax.block_until_ready(jax.jit(lambda q: _autodiff.attend(cfg, False, q, q, q, None))(q))\n"
             "except Exception as e:\n    print(type(e).__name__, e)\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, f"exit code {run.returncode}: {run.stderr[-2000:]}"
     assert "kernel_size[0] * dilation[0]" in run.stdout and "nhood" in run.stdout, run.stdout
+
+
+Q1 = (1, 6, 2, 8)  # [batch, tokens, heads, dim]
+TRACE_TIME_ERRORS = [  # (id, call, exception, message parts): every rule of issue #2, before XLA runs anything
+    ("kernel_times_dilation", lambda q: nj.na1d(q, q, q, kernel_size=3, dilation=3), ValueError,
+     ["kernel_size[0] * dilation[0]", "(6)"]),
+    ("kernel_too_large", lambda q: nj.na1d(q, q, q, kernel_size=7), ValueError, ["kernel_size[0]", "(6)"]),
+    ("stride_gt_kernel", lambda q: nj.na1d(q, q, q, kernel_size=3, stride=4), ValueError,
+     ["stride[0] (4)", "kernel_size[0] (3)"]),
+    ("kernel_lt_1", lambda q: nj.na1d(q, q, q, kernel_size=0), ValueError, ["kernel_size[0]", ">= 1"]),
+    ("dilation_lt_1", lambda q: nj.na1d(q, q, q, kernel_size=3, dilation=0), ValueError, ["dilation[0]", ">= 1"]),
+    ("heads_not_multiple", lambda q: nj.na1d(jnp.ones((1, 6, 3, 8), jnp.float32), q, q, kernel_size=3), ValueError,
+     ["query heads (3)", "multiple of key/value heads (2)"]),
+    ("key_tokens", lambda q: nj.na1d(q, q[:, :5], q[:, :5], kernel_size=3), ValueError,
+     ["key shape (1, 5, 2, 8)", "query shape (1, 6, 2, 8)"]),
+    ("value_batch", lambda q: nj.na1d(q, q, jnp.ones((2, 6, 2, 8), jnp.float32), kernel_size=3), ValueError,
+     ["value batch (2)", "query batch (1)"]),
+    ("key_head_dim", lambda q: nj.na1d(q, q[..., :4], q, kernel_size=3), ValueError, ["key head_dim (4)"]),
+    ("key_dtype", lambda q: nj.na1d(q, q.astype(jnp.float16), q, kernel_size=3), TypeError, ["key", "dtype"]),
+    ("int_dtype", lambda q: nj.na1d(*(q.astype(jnp.int32),) * 3, kernel_size=3), TypeError,
+     ["query", "float64, float32, float16 or bfloat16", "int32"]),
+    ("additional_alone", lambda q: nj.na1d(q, q, q, 3, additional_keys=jnp.ones((1, 2, 2, 8), jnp.float32)), ValueError,
+     ["together"]),
+    ("additional_heads", lambda q: nj.na1d(q, q, q, 3, additional_keys=jnp.ones((1, 2, 1, 8), jnp.float32),
+                                           additional_values=jnp.ones((1, 2, 1, 8), jnp.float32)), ValueError,
+     ["additional_keys", "(1, 2, 2, 8)", "(1, 2, 1, 8)"]),
+    ("scale_nan", lambda q: nj.na1d(q, q, q, 3, scale=float("nan")), ValueError, ["scale", "finite"]),
+    ("kernel_float", lambda q: nj.na1d(q, q, q, 3.0), TypeError, ["kernel_size", "int"]),
+]
+
+
+@pytest.mark.parametrize("call, exc, parts", [c[1:] for c in TRACE_TIME_ERRORS], ids=[c[0] for c in TRACE_TIME_ERRORS])
+def test_bad_inputs_raise_at_trace_time(call, exc, parts):
+    # Under jit the error is raised while tracing: a ValueError/TypeError with the
+    # rule in its message, not an XLA runtime error when the result is used.
+    q = jnp.ones(Q1, jnp.float32)
+    for fn in (call, jax.jit(call)):
+        with pytest.raises(exc) as info:
+            fn(q)
+        for part in parts:
+            assert part in str(info.value), f"{part!r} not in {str(info.value)!r}"
 
 
 def test_shape_errors_at_trace_time():

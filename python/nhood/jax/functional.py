@@ -3,23 +3,33 @@ arrays, differentiable (jax.grad), batchable (jax.vmap), jittable."""
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
-from .. import _args
+from .. import _args, _core
 from . import _autodiff, _ffi
 
 __all__ = ["na1d", "na2d", "na3d"]
 
 
+_DTYPES = ("float64", "float32", "float16", "bfloat16")
+
+
 def _check(rank, query, key, value, additional_keys, additional_values):
-    # Shapes are checked again (fully) by libnhood when the call runs; these
-    # checks move the common mistakes to trace time, with a Python traceback.
+    # libnhood checks everything again when the call runs, but an error there
+    # is an XLA runtime error raised where the result is used; these checks
+    # (with _validate) raise at trace time, as ValueError/TypeError with a
+    # Python traceback, like nhood.na*d.
     want = rank + 3
+    if str(query.dtype) not in _DTYPES:
+        raise TypeError(f"query must have dtype float64, float32, float16 or bfloat16, got {query.dtype}")
     for name, x in (("query", query), ("key", key), ("value", value)):
         if x.ndim != want:
             raise ValueError(f"{name} must have {want} dimensions [batch, *spatial({rank}), heads, dim], "
                              f"got shape {tuple(x.shape)}")
         if x.dtype != query.dtype:
             raise TypeError(f"{name} must have query's dtype {query.dtype}, got {x.dtype}")
+        if x.shape[0] != query.shape[0]:
+            raise ValueError(f"{name} batch ({x.shape[0]}) must match query batch ({query.shape[0]})")
     if (additional_keys is None) != (additional_values is None):
         raise ValueError("additional_keys and additional_values must be given together")
     if additional_keys is None:
@@ -30,7 +40,28 @@ def _check(rank, query, key, value, additional_keys, additional_values):
                              f"got shape {tuple(x.shape)}")
         if x.dtype != query.dtype:
             raise TypeError(f"{name} must have query's dtype {query.dtype}, got {x.dtype}")
+        if x.shape[0] != query.shape[0]:
+            raise ValueError(f"{name} batch ({x.shape[0]}) must match query batch ({query.shape[0]})")
     return (additional_keys, additional_values)
+
+
+def _validate(cfg, query, key, value, additional):
+    """libnhood's own validation of the window and shapes (kernel_size *
+    dilation <= axis length, stride <= kernel_size, heads % heads_kv, matching
+    spatial shapes and head dims...), run at trace time on empty NumPy
+    stand-ins with batch 0 (batches were compared in _check): nothing is
+    computed. The backend is checked when the call runs (its device is XLA's)."""
+    def empty(x, shape=None):
+        return np.empty((0,) + tuple(x.shape[1:] if shape is None else shape), np.float32)
+
+    extra = (None, None) if additional is None else tuple(empty(a) for a in additional)
+    try:
+        _core.forward(empty(query), empty(key), empty(value), empty(query, query.shape[1:-1] + value.shape[-1:]),
+                      None, *extra, cfg.rank, cfg.kernel_size, cfg.stride, cfg.dilation, cfg.is_causal, cfg.scale,
+                      "auto", 0)
+    except (ValueError, TypeError) as e:
+        # Shapes in the message are the stand-ins': give them the caller's batch back.
+        raise type(e)(str(e).replace("(0, ", f"({query.shape[0]}, ")) from None
 
 
 def _make(rank):
@@ -47,6 +78,7 @@ def _make(rank):
                           _args.per_axis_ints(dilation, rank, "dilation"),
                           _args.per_axis_bools(is_causal, rank, "is_causal"), _args.scale_arg(scale),
                           _args.backend_arg(backend), bool(deterministic))
+        _validate(cfg, query, key, value, additional)
         return _autodiff.attend(cfg, bool(return_lse), query, key, value, additional)
 
     na.__name__ = na.__qualname__ = f"na{rank}d"
