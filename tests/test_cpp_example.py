@@ -12,7 +12,8 @@ import pytest
 
 import nhood
 
-EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "cpp")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLE = os.path.join(ROOT, "examples", "cpp")
 
 
 def _cxx_compiler():
@@ -48,3 +49,28 @@ def test_cmake_dir_holds_the_package():
     # Headers sit beside the library, at the place the exported target names.
     root = os.path.dirname(os.path.dirname(os.path.dirname(d)))
     assert os.path.isfile(os.path.join(root, "include", "nhood", "nhood.hpp"))
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
+@pytest.mark.skipif(_cxx_compiler() is None, reason="no C++ compiler")
+@pytest.mark.skipif(not os.path.isfile(os.path.join(ROOT, "CMakeLists.txt")), reason="no nhood source tree")
+def test_cpp_example_builds_against_cmake_install(tmp_path):
+    """The other way README's "Using nhood from C++" offers: build libnhood with
+    CMake (CPU-only, to keep it short), `cmake --install` it into a prefix, and
+    build and run the example with find_package(nhood) through CMAKE_PREFIX_PATH."""
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    lib_build, prefix, build = (str(tmp_path / d) for d in ("lib", "prefix", "example"))
+    _run(["cmake", "-S", ROOT, "-B", lib_build, *generator, "-DNHOOD_ENABLE_CUDA=OFF", "-DNHOOD_BUILD_TESTS=OFF",
+          "-DCMAKE_BUILD_TYPE=Release"])
+    _run(["cmake", "--build", lib_build])
+    _run(["cmake", "--install", lib_build, "--prefix", prefix])
+    assert os.path.isfile(os.path.join(prefix, "include", "nhood", "nhood.hpp"))
+    libdirs = [d for d in ("lib", "lib64") if os.path.isdir(os.path.join(prefix, d, "cmake", "nhood"))]
+    assert libdirs, os.listdir(prefix)
+    for name in ("nhoodConfig.cmake", "nhoodConfigVersion.cmake", "nhoodTargets.cmake"):
+        assert os.path.isfile(os.path.join(prefix, libdirs[0], "cmake", "nhood", name)), name
+    _run(["cmake", "-S", EXAMPLE, "-B", build, *generator, f"-DCMAKE_PREFIX_PATH={prefix}",
+          "-DCMAKE_BUILD_TYPE=Release"])
+    _run(["cmake", "--build", build])
+    result = _run([os.path.join(build, "nhood_example")])
+    assert "MISMATCH" not in result.stdout and "ok" in result.stdout, result.stdout

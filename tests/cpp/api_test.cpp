@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "nhood/nhood.hpp"
@@ -130,6 +131,51 @@ int main() {
       threw = e.kind() == nhood::ErrorKind::type;
     }
     check(threw, "wrong out dtype raises a type error");
+  }
+  // Mismatched devices (checkable without a GPU: the views only claim a device,
+  // and validation refuses them before any memory is touched).
+  {
+    const nhood::Device gpu{nhood::DeviceKind::cuda, 0};
+    auto error_of = [](auto&& call) -> std::string {
+      try {
+        call();
+      } catch (const nhood::Error& e) {
+        return e.kind() == nhood::ErrorKind::value ? e.what() : "(not a value error)";
+      }
+      return "(no error)";
+    };
+    nhood::TensorView k_gpu = f.key;
+    k_gpu.device = gpu;
+    const std::string key_msg = error_of([&] { nhood::make_problem(w, f.query, k_gpu, f.value); });
+    check(key_msg.find("key must be on the device of query (cpu)") != std::string::npos &&
+              key_msg.find("cuda:0") != std::string::npos,
+          "key on another device than query raises a value error naming key and both devices");
+
+    std::vector<double> guard(q.size(), 7.25);
+    nhood::ForwardTensors wrong = f;
+    wrong.out = view(guard);
+    wrong.out.device = gpu;
+    const std::string out_msg = error_of([&] { nhood::forward(problem, wrong, options); });
+    check(out_msg.find("out must be on cpu like query, got cuda:0") != std::string::npos,
+          "out on another device raises a value error naming out");
+    nhood::TensorView lse_gpu = lse_view;
+    lse_gpu.device = gpu;
+    nhood::ForwardTensors wrong_lse = f;
+    wrong_lse.out = view(guard);
+    wrong_lse.lse = &lse_gpu;
+    const std::string lse_msg = error_of([&] { nhood::forward(problem, wrong_lse, options); });
+    check(lse_msg.find("lse must be on cpu like query, got cuda:0") != std::string::npos,
+          "lse on another device raises a value error naming lse");
+    bool untouched = true;
+    for (double x : guard) untouched = untouched && x == 7.25;
+    check(untouched, "nothing written when devices mismatch");
+
+    nhood::BackwardTensors bw_wrong{view(q), view(k), view(v), view(out), lse_view, view(dout), view(dq), view(dk),
+                                    view(dv)};
+    bw_wrong.d_key.device = gpu;
+    const std::string bwd_msg = error_of([&] { nhood::backward(problem, bw_wrong, options); });
+    check(bwd_msg.find("d_key must be on cpu like query, got cuda:0") != std::string::npos,
+          "backward: d_key on another device raises a value error naming d_key");
   }
   if (failures == 0) std::printf("nhood C++ API test: all checks passed\n");
   return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
