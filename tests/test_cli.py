@@ -76,3 +76,23 @@ def test_cli_rejects_wrong_number_of_axis_values():
     result = _run("-i", "8", "8", "-w", "3", "3", "3")
     assert result.returncode != 0
     assert "-w/--window" in result.stderr
+
+
+def test_cli_batch_and_backend_flags():
+    """-b sets the batch (it changes the FLOP count, so TFLOP/s = flops / time);
+    --backend runs only the one named (or the automatic choice)."""
+    result = _run("-b", "3", "-i", "10", "-w", "3", "-n", "1", "--dim", "4", "--backend", "reference")
+    assert result.returncode == 0, result.stderr
+    assert "batch=3" in result.stdout
+    _, rows = _table(result.stdout)
+    assert list(rows) == ["reference"] and float(rows["reference"]["max rel error"]) <= 1e-5
+    result = _run("-i", "10", "-w", "3", "--dim", "4", "--backend", "auto", "--dtype", "float64")
+    assert result.returncode == 0, result.stderr
+    _, rows = _table(result.stdout)
+    assert list(rows) == ["auto"] and float(rows["auto"]["max rel error"]) <= 1e-10
+
+
+def test_cli_rejects_unknown_backend():
+    result = _run("-i", "10", "-w", "3", "--backend", "nope")
+    assert result.returncode != 0
+    assert "backend" in result.stderr and "'nope'" in result.stderr

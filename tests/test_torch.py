@@ -152,6 +152,29 @@ def test_modules_shape_and_strided_qkv_views(rank, spatial):
     assert x.grad.shape == x.shape and m.qkv.weight.grad is not None
 
 
+def test_module_takes_nattens_constructor_arguments():
+    import inspect
+
+    names = list(inspect.signature(nt.NeighborhoodAttention2D).parameters)
+    assert names[:9] == ["embed_dim", "num_heads", "kernel_size", "stride", "dilation", "is_causal", "qkv_bias",
+                         "qk_scale", "proj_drop"]
+    torch.manual_seed(3)
+    m = nt.NeighborhoodAttention2D(embed_dim=12, num_heads=3, kernel_size=(3, 2), stride=(2, 1), dilation=(1, 2),
+                                   is_causal=(False, True), qkv_bias=False, qk_scale=0.3, proj_drop=0.5).double()
+    assert m.qkv.bias is None and m.proj_drop.p == 0.5
+    x = torch.randn(2, 7, 6, 12, dtype=torch.float64)
+    m.eval()  # dropout off: the layer is exactly proj(attention) with the given window and scale
+    qkv = m.qkv(x).view(2, 7, 6, 9, 4)
+    ref, _ = dense_na(qkv[..., :3, :], qkv[..., 3:6, :], qkv[..., 6:, :], (3, 2), stride=(2, 1), dilation=(1, 2),
+                      is_causal=(False, True), scale=0.3)
+    torch.testing.assert_close(m(x), m.proj(ref.reshape(x.shape)))
+    m.train()  # proj_drop applies after the output projection
+    torch.manual_seed(4)
+    y = m(x)
+    torch.manual_seed(4)
+    torch.testing.assert_close(y, torch.nn.functional.dropout(m.proj(ref.reshape(x.shape)), 0.5, training=True))
+
+
 def test_module_rejects_bad_arguments():
     with pytest.raises(ValueError, match="divisible"):
         nt.NeighborhoodAttention2D(10, 3, 3)
