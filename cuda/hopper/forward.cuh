@@ -235,42 +235,37 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
     mbar_wait(&bars.q_full, tiles_done & 1);
     // Step j issues S_j = Q K_j^T and O += P_{j-1} V_{j-1} together, then
     // turns S_j into P_j: each turn at the tensor cores is 2 x HD/16 MMAs.
-    for (int j = 0; j <= kw.n_total; ++j) {
-      const bool has_qk = j < kw.n_total, has_pv = j > 0;
-      float s[NS];
-      if (has_qk) mbar_wait(&bars.k_full[cur.stage], cur.phase);
-      if (has_pv) mbar_wait(&bars.v_full[prv.stage], prv.phase);
+    // The first and last steps are peeled so no MMA sits under a branch
+    // (ptxas serializes wgmma in paths it cannot prove uniform).
+    auto issue_qk = [&](float* s) {
+      const uint32_t k_addr = kv_base + cur.stage * S::kKVBytes;
+#pragma unroll
+      for (int kk = 0; kk < HD / 16; ++kk) {
+        const uint32_t off = (kk % 4) * 32;  // 16 columns = 32 bytes into the 128-byte row
+        const uint64_t da = desc_sw128(q_base + (kk / 4) * S::kQPanel + off, 16, 1024);
+        const uint64_t db = desc_sw128(k_addr + (kk / 4) * S::kKVPanel + off, 16, 1024);
+        MmaS::ss(s, da, db, kk > 0);
+      }
+    };
+    auto issue_pv = [&]() {
+      const uint32_t v_addr = kv_base + (S::kStages + prv.stage) * S::kKVBytes;
+#pragma unroll
+      for (int kk = 0; kk < kTileKeys / 16; ++kk)  // 16 keys = two 8-row atoms (sbo); 64-wide panels (lbo)
+        MmaO::rs(o, pa[kk], desc_sw128(v_addr + kk * 16 * 128, S::kKVPanel, 1024));
+    };
+    auto begin_turn = [&]() {
       if (a.pingpong) turn_wait(cw);
       fence_regs<NO>(o);
       wgmma_fence();
-      if (has_qk) {
-        const uint32_t k_addr = kv_base + cur.stage * S::kKVBytes;
-#pragma unroll
-        for (int kk = 0; kk < HD / 16; ++kk) {
-          const uint32_t off = (kk % 4) * 32;  // 16 columns = 32 bytes into the 128-byte row
-          const uint64_t da = desc_sw128(q_base + (kk / 4) * S::kQPanel + off, 16, 1024);
-          const uint64_t db = desc_sw128(k_addr + (kk / 4) * S::kKVPanel + off, 16, 1024);
-          MmaS::ss(s, da, db, kk > 0);
-        }
-      }
-      if (has_pv) {
-        const uint32_t v_addr = kv_base + (S::kStages + prv.stage) * S::kKVBytes;
-#pragma unroll
-        for (int kk = 0; kk < kTileKeys / 16; ++kk) {
-          // 16 keys = two 8-row atoms (sbo); HD columns = 64-wide panels (lbo).
-          MmaO::rs(o, pa[kk], desc_sw128(v_addr + kk * 16 * 128, S::kKVPanel, 1024));
-        }
-      }
+    };
+    auto end_turn = [&]() {
       wgmma_commit();
       if (a.pingpong) turn_pass(cw);
       wgmma_wait<0>();
-      fence_regs<NS>(s);
       fence_regs<NO>(o);
-      if (has_qk) mbar_arrive(&bars.k_empty[cur.stage]);
-      if (has_pv) mbar_arrive(&bars.v_empty[prv.stage]);
-      if (j == kw.n_total - 1) mbar_arrive(&bars.q_empty);  // last read of this tile's Q
-      if (!has_qk) break;
-
+    };
+    // S_j -> P_j (registers), rescaling O; then the ring moves on.
+    auto softmax = [&](float* s, int j) {
       // Mask: only KV tiles not inside every row's window, only the axes along which they stick out.
       if (j < kw.n_spatial) {
         int j0[3];
@@ -324,7 +319,38 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
       }
       prv = cur;
       cur.advance();
+    };
+
+    {
+      float s[NS];
+      mbar_wait(&bars.k_full[cur.stage], cur.phase);
+      begin_turn();
+      issue_qk(s);
+      end_turn();
+      fence_regs<NS>(s);
+      mbar_arrive(&bars.k_empty[cur.stage]);
+      if (kw.n_total == 1) mbar_arrive(&bars.q_empty);  // last read of this tile's Q
+      softmax(s, 0);
     }
+    for (int j = 1; j < kw.n_total; ++j) {
+      float s[NS];
+      mbar_wait(&bars.k_full[cur.stage], cur.phase);
+      mbar_wait(&bars.v_full[prv.stage], prv.phase);
+      begin_turn();
+      issue_qk(s);
+      issue_pv();
+      end_turn();
+      fence_regs<NS>(s);
+      mbar_arrive(&bars.k_empty[cur.stage]);
+      mbar_arrive(&bars.v_empty[prv.stage]);
+      if (j == kw.n_total - 1) mbar_arrive(&bars.q_empty);
+      softmax(s, j);
+    }
+    mbar_wait(&bars.v_full[prv.stage], prv.phase);
+    begin_turn();
+    issue_pv();
+    end_turn();
+    mbar_arrive(&bars.v_empty[prv.stage]);
 
     // Epilogue: normalize and store this thread's valid rows.
 #pragma unroll
@@ -361,7 +387,9 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const __grid_const
   Barriers& bars = *reinterpret_cast<Barriers*>(smem + S::kQBytes + 2 * S::kStages * S::kKVBytes);
   static_assert(sizeof(Barriers) <= S::kBarrierBytes);
 
-  const int wg = threadIdx.x / 128;
+  // Broadcast from lane 0 so the compiler sees a warp-uniform role: wgmma in
+  // a path it considers divergent gets serialized (ptxas C7520).
+  const int wg = __shfl_sync(0xffffffffu, int(threadIdx.x / 128), 0);
   if (threadIdx.x == 0) {
     mbar_init(&bars.q_full, 1);
     mbar_init(&bars.q_empty, 128 * kConsumers);
@@ -376,7 +404,7 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const __grid_const
   __syncthreads();
 
   if (wg == 0) {
-    regs_dealloc<24>();
+    regs_dealloc<40>();  // the producer thread needs ~40 (24 spills its tile bookkeeping)
     if (threadIdx.x == 0) {
       tma_prefetch_map(&a.q);
       tma_prefetch_map(&a.k);
@@ -384,7 +412,7 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const __grid_const
       produce<T, HD>(a, smem, bars);
     }
   } else {
-    regs_alloc<240>();
+    regs_alloc<232>();  // 128 x 40 + 256 x 232 = 64512 <= 65536
     consume<T, HD>(a, smem, bars, wg - 1);
   }
 #endif
