@@ -67,6 +67,7 @@ step pytest-hopper "$PY" -m pytest -q -p no:cacheprovider tests/test_hopper.py
 step memcheck-hopper memcheck "$PY" scripts/memcheck_cases.py hopper
 # ---- unfused ops (cuda/gemm, cuda/naive/unfused_*) ----
 step pytest-unfused "$PY" -m pytest -q -p no:cacheprovider tests/test_unfused.py tests/test_compat.py
+step bench-unfused "$PY" -m nhood.bench_unfused --backward   # issue 6's gemm-vs-naive ratios
 
 echo
 echo "===== summary ($(date -u +%H:%M:%S) UTC, log: $LOG)"
