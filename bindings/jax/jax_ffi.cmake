@@ -39,7 +39,7 @@ if(NHOOD_XLA_FFI_INCLUDE_DIR AND EXISTS "${NHOOD_XLA_FFI_INCLUDE_DIR}/xla/ffi/ap
   if(NHOOD_WITH_CUDA)
     list(APPEND _nhood_jax_sources bindings/jax/cuda_handlers.cpp)
   endif()
-  nanobind_add_module(_jax_ffi STABLE_ABI NB_STATIC LTO ${_nhood_jax_sources})
+  nanobind_add_module(_jax_ffi STABLE_ABI NB_STATIC ${NHOOD_NB_LTO} ${_nhood_jax_sources})  # NHOOD_NB_LTO: CMakeLists.txt
   # SYSTEM: XLA's headers are not ours to warn about.
   target_include_directories(_jax_ffi SYSTEM PRIVATE "${NHOOD_XLA_FFI_INCLUDE_DIR}")
   target_link_libraries(_jax_ffi PRIVATE nhood)
