@@ -84,6 +84,19 @@ struct Barriers {
   uint64_t k_full[5], v_full[5], k_empty[5], v_empty[5];
 };
 
+// Pairwise reduction of N (a power of two) registers: depth log2(N) instead
+// of an N-long dependent chain. Compile-time strides keep t in registers.
+template <int N, class Op>
+__device__ __forceinline__ float tree_reduce(float* t, Op op) {
+  if constexpr (N == 1) {
+    return t[0];
+  } else {
+#pragma unroll
+    for (int n = 0; n < N / 2; ++n) t[n] = op(t[n], t[n + N / 2]);
+    return tree_reduce<N / 2>(t, op);
+  }
+}
+
 // Position in the KV ring of shared-memory stages.
 template <int kStages>
 struct Ring {
@@ -256,16 +269,18 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
     auto begin_turn = [&]() {
       if (a.pingpong) turn_wait(cw);
       fence_regs<NO>(o);
+      fence_regs<kTileKeys / 4>(&pa[0][0]);
       wgmma_fence();
     };
     auto end_turn = [&]() {
       wgmma_commit();
       if (a.pingpong) turn_pass(cw);
-      wgmma_wait<0>();
-      fence_regs<NO>(o);
     };
-    // S_j -> P_j (registers), rescaling O; then the ring moves on.
-    auto softmax = [&](float* s, int j) {
+    float alpha[2];
+    // S_j -> exp2 of the scaled logits (in place) with the row max/sum
+    // updated: runs while this consumer's own O += P V MMAs are in flight,
+    // so it touches neither o nor pa.
+    auto exps = [&](float* s, int j) {
       // Mask: only KV tiles not inside every row's window, only the axes along which they stick out.
       if (j < kw.n_spatial) {
         int j0[3];
@@ -282,32 +297,41 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
             for (int e = 0; e < 2; ++e)
               if (8 * n + 2 * (lane & 3) + e >= left) s[4 * n + e] = s[4 * n + 2 + e] = -INFINITY;
       }
-
       // Online softmax in the log2 domain (m in scaled units; the scale is
       // folded into the exponent's FMA). Each row lives in a quad of lanes.
+      // Max and sum are reduced as trees: a 32-long dependent chain per row
+      // was on the critical path between two turns at the tensor cores.
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        float mx = -INFINITY;
+        float t[kTileKeys / 8];
 #pragma unroll
-        for (int n = 0; n < kTileKeys / 8; ++n) mx = fmaxf(mx, fmaxf(s[4 * n + 2 * r], s[4 * n + 2 * r + 1]));
+        for (int n = 0; n < kTileKeys / 8; ++n) t[n] = fmaxf(s[4 * n + 2 * r], s[4 * n + 2 * r + 1]);
+        float mx = tree_reduce<kTileKeys / 8>(t, [](float x, float y) { return fmaxf(x, y); });
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float mnew = fmaxf(m[r], mx * scale2);
         const float base = mnew == -INFINITY ? 0.f : mnew;
-        const float alpha = fast_exp2(m[r] - base);
+        alpha[r] = fast_exp2(m[r] - base);
         m[r] = mnew;
-        float sum = 0.f;
 #pragma unroll
         for (int n = 0; n < kTileKeys / 8; ++n) {
           s[4 * n + 2 * r] = fast_exp2(fmaf(s[4 * n + 2 * r], scale2, -base));
           s[4 * n + 2 * r + 1] = fast_exp2(fmaf(s[4 * n + 2 * r + 1], scale2, -base));
-          sum += s[4 * n + 2 * r] + s[4 * n + 2 * r + 1];
+          t[n] = s[4 * n + 2 * r] + s[4 * n + 2 * r + 1];
         }
-        l[r] = l[r] * alpha + sum;
+        l[r] = l[r] * alpha[r] + tree_reduce<kTileKeys / 8>(t, [](float x, float y) { return x + y; });
+      }
+    };
+    // After this consumer's O += P_{j-1} V_{j-1} completed: rescale O (skipped
+    // when no row max moved in the warp) and pack P_j as the next A operand.
+    auto finish = [&](const float* s) {
+      if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
         for (int n = 0; n < HD / 8; ++n) {
-          o[4 * n + 2 * r] *= alpha;
-          o[4 * n + 2 * r + 1] *= alpha;
+          o[4 * n] *= alpha[0];
+          o[4 * n + 1] *= alpha[0];
+          o[4 * n + 2] *= alpha[1];
+          o[4 * n + 3] *= alpha[1];
         }
       }
 #pragma unroll
@@ -327,10 +351,12 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
       begin_turn();
       issue_qk(s);
       end_turn();
+      wgmma_wait<0>();
       fence_regs<NS>(s);
       mbar_arrive(&bars.k_empty[cur.stage]);
       if (kw.n_total == 1) mbar_arrive(&bars.q_empty);  // last read of this tile's Q
-      softmax(s, 0);
+      exps(s, 0);
+      finish(s);
     }
     for (int j = 1; j < kw.n_total; ++j) {
       float s[NS];
@@ -338,18 +364,26 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
       mbar_wait(&bars.v_full[prv.stage], prv.phase);
       begin_turn();
       issue_qk(s);
-      issue_pv();
+      wgmma_commit();  // group 1: S_j
+      issue_pv();      // group 2: O += P_{j-1} V_{j-1}
       end_turn();
+      wgmma_wait<1>();  // S_j ready; the PV group may still run
       fence_regs<NS>(s);
       mbar_arrive(&bars.k_empty[cur.stage]);
-      mbar_arrive(&bars.v_empty[prv.stage]);
       if (j == kw.n_total - 1) mbar_arrive(&bars.q_empty);
-      softmax(s, j);
+      exps(s, j);
+      wgmma_wait<0>();
+      fence_regs<NO>(o);
+      fence_regs<kTileKeys / 4>(&pa[0][0]);
+      mbar_arrive(&bars.v_empty[prv.stage]);
+      finish(s);
     }
     mbar_wait(&bars.v_full[prv.stage], prv.phase);
     begin_turn();
     issue_pv();
     end_turn();
+    wgmma_wait<0>();
+    fence_regs<NO>(o);
     mbar_arrive(&bars.v_empty[prv.stage]);
 
     // Epilogue: normalize and store this thread's valid rows.
