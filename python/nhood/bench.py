@@ -6,7 +6,9 @@ median), effective TFLOP/s (4 * B * H * N * |window| * D for the forward,
 3.5x that for forward+backward), and speedups vs cuDNN dense SDPA and vs
 FlexAttention with a neighborhood block mask. Table on stdout, JSON with --json.
 
-    python -m nhood.bench [--cases 2d,vision] [--quick] [--no-backward] [--json out.json]
+    python -m nhood.bench [--cases 2d,vision] [--quick] [--no-backward] [--json out.json] [--unfused]
+
+--unfused adds the unfused path (qk -> softmax -> av per backend, nhood.bench_unfused).
 """
 from __future__ import annotations
 
@@ -206,6 +208,7 @@ def main(argv=None):
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
     ap.add_argument("--json", metavar="PATH")
     ap.add_argument("--eager", action="store_true", help="time eager calls (includes host overhead), no CUDA graphs")
+    ap.add_argument("--unfused", action="store_true", help="also time the unfused qk/softmax/av path per backend")
     ap.add_argument("--impls", default="", help="only implementations whose name contains one of these "
                     "(comma list, e.g. hopper,cudnn); ratios need their peers selected too")
     args = ap.parse_args(argv)
@@ -218,6 +221,13 @@ def main(argv=None):
     for name in args.cases.split(","):
         res = run_case(name, args, torch, nhood)
         out["cases"].append(res)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(out, f, indent=1)
+    if args.unfused:
+        from nhood import bench_unfused
+        out["unfused"] = bench_unfused.run(("b4-128", "vision"), args.dtype, not args.no_backward,
+                                           5 if args.quick else 20)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(out, f, indent=1)
@@ -235,6 +245,9 @@ def main(argv=None):
             print(f"{c['case']:<12} {impl:<14} {f('fwd_ms', '9.3f')} {f('fwd_tflops', '6.0f')} "
                   f"{f('fwd_speedup_vs_cudnn', '7.2f')} {f('fwd_speedup_vs_flex', '6.2f')} "
                   f"{f('fwdbwd_ms', '9.3f')} {f('fwdbwd_tflops', '6.0f')} {f('fwdbwd_speedup_vs_flex', '6.2f')}")
+    if args.unfused:
+        print("unfused path (qk -> softmax -> av), speedup vs the slowest backend:")
+        bench_unfused.print_rows(out["unfused"])
     return 0
 
 

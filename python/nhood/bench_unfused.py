@@ -2,8 +2,8 @@
 
     python -m nhood.bench_unfused [--cases b4-128,vision] [--dtype float16] [--backward]
 
-``run(cases, dtype, backward, reps)`` returns rows (dicts) that
-python -m nhood.bench can print with its own table; ``main`` prints them.
+``run(cases, dtype, backward, reps)`` returns rows (dicts); ``print_rows``
+prints them (``main`` here, and ``python -m nhood.bench --unfused``).
 Times are medians of CUDA-event (or wall-clock, on the CPU) measurements
 after warm-up, on random inputs; ``speedup`` is each backend vs the slowest.
 """
@@ -95,6 +95,16 @@ def run(cases=("b4-128", "vision"), dtype="float16", backward=False, reps=20, de
     return rows
 
 
+def print_rows(rows):
+    for r in rows:
+        if "error" in r:
+            print(f"{r['case']:>8} {r['backend']:>9}  error: {r['error']}")
+        else:
+            extra = f"  fwd+bwd {r['forward_backward_ms']:8.3f} ms" if "forward_backward_ms" in r else ""
+            print(f"{r['case']:>8} {r['backend']:>9}  qk+softmax+av {r['forward_ms']:8.3f} ms"
+                  f"  x{r['speedup']:.2f}{extra}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default="b4-128,vision")
@@ -105,13 +115,7 @@ def main(argv=None):
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     rows = run(args.cases.split(","), args.dtype, args.backward, args.reps, args.device)
-    for r in rows:
-        if "error" in r:
-            print(f"{r['case']:>8} {r['backend']:>9}  error: {r['error']}")
-        else:
-            extra = f"  fwd+bwd {r['forward_backward_ms']:8.3f} ms" if "forward_backward_ms" in r else ""
-            print(f"{r['case']:>8} {r['backend']:>9}  qk+softmax+av {r['forward_ms']:8.3f} ms"
-                  f"  x{r['speedup']:.2f}{extra}")
+    print_rows(rows)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
