@@ -128,6 +128,16 @@ def test_features(name, dtype):
     check(dict(pb, heads_kv=4, dim_v=24, n_add=0, packed=True), dtype, 7)
 
 
+@pytest.mark.parametrize("kernel,dim,n_add", [((7, 7), 32, 0), ((13, 13), 64, 0), ((5, 13), 64, 3), ((3, 9), 20, 5),
+                                               ((1, 17), 16, 0), ((2, 2), 8, 0)])
+def test_band_groups(kernel, dim, n_add):
+    """Forward band groups of 1-8 queries (segments of 16 along the last axis, window widths
+    from 2 to 17, borders where windows clamp) with the best kernels of this CPU."""
+    pb = dict(rank=2, spatial=(19, 37), kernel=kernel, stride=(1, 1), dilation=(1, 1), causal=(False, False),
+              batch=1, heads=2, heads_kv=1, dim=dim, dim_v=dim, n_add=n_add, packed=False)
+    check(pb, "float32", dim)
+
+
 def test_float64_goes_to_reference():
     q = np.random.default_rng(0).standard_normal((1, 9, 2, 8))
     with pytest.raises(ValueError, match="float64"):
@@ -136,12 +146,20 @@ def test_float64_goes_to_reference():
     np.testing.assert_allclose(out, nhood.na1d(q, q, q, 3, backend="reference"))
 
 
-def test_generic_kernels():
-    """The portable (non-AVX2) kernels, forced through NHOOD_CPU_ISA (read once per process)."""
+@pytest.mark.parametrize("isa", ["generic", "avx2"])
+def test_capped_isa_kernels(isa):
+    """The portable (4-float) and AVX2 kernels, chosen through NHOOD_CPU_ISA (read once per
+    process) so they are covered on CPUs whose best table is wider (AVX-512); the AVX2 cap
+    falls back to generic on CPUs without AVX2. Includes band groups of every size (narrow
+    and wide windows, additional tokens, odd segment lengths)."""
     code = (
         "import numpy as np, sys; sys.path.insert(0, %r); import test_cpu_backend as t\n"
         "for s in range(6): t.check(t.random_problem(np.random.default_rng(s)), 'float32', s)\n"
         "t.check(dict(t.FEATURES['2d_vision_7x7'], batch=1, heads=2, heads_kv=1, dim=19, dim_v=33, n_add=5,"
-        " packed=False), 'float32', 1)\n" % os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, NHOOD_CPU_ISA="generic")
+        " packed=False), 'float32', 1)\n"
+        "t.check(dict(t.FEATURES['1d_large_kernel'], batch=1, heads=2, heads_kv=2, dim=64, dim_v=64, n_add=0,"
+        " packed=False), 'float32', 2)\n"
+        "t.check(dict(t.FEATURES['2d_vision_7x7'], spatial=(9, 37), kernel=(3, 13), batch=1, heads=1, heads_kv=1,"
+        " dim=32, dim_v=48, n_add=2, packed=False), 'float32', 3)\n" % os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, NHOOD_CPU_ISA=isa)
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)

@@ -24,10 +24,15 @@ void forward_impl(const Params& p) {
   T* out = static_cast<T*>(p.out.data);
   float* lse = static_cast<float*>(p.lse.data);
 
+  const int64_t vec = kt.vec;
+  const int64_t tail = dims.nadd ? (dims.nadd + vec - 1) / vec * vec : 0;  // additional-token logits
+  const int64_t apadc = pad_to(dims.nadd) + kPad;                           // add_cols row stride
+
   parallel_for(p.batch * p.heads * ntiles, 1, [&](int64_t begin, int64_t end) {
     Packed kpack, vpack;
     Segment seg;
-    std::vector<float> qs, logits, prob, acc(size_t(dims.dvpad));
+    std::vector<float> qs, S, O;
+    std::vector<float> smax, ssum;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t t = task % ntiles, h = (task / ntiles) % p.heads, b = task / (ntiles * p.heads);
       const Span s[3] = {tiles[0][size_t(t / (nty * ntz))], tiles[1][size_t(t / ntz % nty)], tiles[2][size_t(t % ntz)]};
@@ -35,6 +40,7 @@ void forward_impl(const Params& p) {
       const int64_t hk = h / group;
       kpack.pack<T>(p.k, p.add_k, dims.d, false, true, box, b, hk, dims.nadd);
       vpack.pack<T>(p.v, p.add_v, dims.dv, true, false, box, b, hk, dims.nadd);
+      const int64_t kstride = dims.d * kpack.wpad, vstride = vpack.nz * dims.dvpad;
       for (int64_t ix = 0; ix < s[0].count; ++ix)
         for (int64_t iy = 0; iy < s[1].count; ++iy) {
           const int64_t px = s[0].p0 + ix, py = s[1].p0 + iy;
@@ -45,17 +51,38 @@ void forward_impl(const Params& p) {
             const int64_t z = s[2].g + p.axis[2].dilation * (s[2].p0 + i);
             load_row(q + offset(p.q, b, x, y, z, h), p.q.sd, dims.d, dims.dpad, scale, qs.data() + i * dims.dpad);
           }
-          const int64_t lds = logits_stride(seg, kpack, dims);
-          logits.resize(size_t(seg.m * lds));
-          band_logits(kt, seg, kpack, dims.d, qs.data(), dims.dpad, dims.nadd, logits.data(), lds);
+          O.assign(size_t(seg.m * dims.dvpad), 0.0f);
+          smax.resize(size_t(seg.m));
+          ssum.resize(size_t(seg.m));
+          const int64_t nr = seg.nrows(), nyw = seg.ry1 - seg.ry0;
+          const int64_t M = band_group_size(kt, seg);
+          for (int64_t i0 = 0; i0 < seg.m; i0 += M) {
+            const int64_t mb = seg.m - i0 < M ? seg.m - i0 : M;
+            const int64_t c0 = seg.lo[size_t(i0)], bw = seg.hi[size_t(i0 + mb - 1)] - c0;
+            const int64_t nvb = (bw + vec - 1) / vec, rowlen = nvb * vec, lds = nr * rowlen + tail;
+            S.resize(size_t(mb * lds));
+            const float* A = qs.data() + i0 * dims.dpad;
+            float* Og = O.data() + i0 * dims.dvpad;
+            for (int64_t rr0 = 0; rr0 < nr; rr0 += nyw)
+              kt.band_qk(mb, nvb, nyw, dims.d, A, dims.dpad, kpack.cols.data() + seg.box_row(rr0) * kstride + c0,
+                         kstride, kpack.wpad, S.data() + rr0 * rowlen, rowlen, lds);
+            if (dims.nadd)
+              kt.band_qk(mb, tail / vec, 1, dims.d, A, dims.dpad, kpack.add_cols.data(), 0, apadc,
+                         S.data() + nr * rowlen, tail, lds);
+            kt.band_softmax(mb, S.data(), lds, nr, rowlen, seg.lo.data() + i0, seg.hi.data() + i0, c0, dims.nadd,
+                            smax.data() + i0, ssum.data() + i0);
+            for (int64_t rr0 = 0; rr0 < nr; rr0 += nyw)
+              kt.band_pv(mb, nyw, bw, S.data() + rr0 * rowlen, rowlen, lds,
+                         vpack.rows.data() + (seg.box_row(rr0) * vpack.nz + c0) * dims.dvpad, vstride, dims.dvpad,
+                         Og, dims.dvpad, dims.dvpad);
+            if (dims.nadd)
+              kt.band_pv(mb, 1, dims.nadd, S.data() + nr * rowlen, tail, lds, vpack.add_rows.data(), 0, dims.dvpad,
+                         Og, dims.dvpad, dims.dvpad);
+          }
           for (int64_t i = 0; i < seg.m; ++i) {
             const int64_t z = s[2].g + p.axis[2].dilation * (s[2].p0 + i);
-            prob.resize(size_t(lds));
-            const int64_t n = gather_row(seg, i, kpack.wpad, dims.nadd, logits.data() + i * lds, prob.data());
-            const SoftmaxStats st = softmax_unnormalized(kt, prob.data(), n);
-            acc.assign(size_t(dims.dvpad), 0.0f);
-            combine_row(kt, seg, i, vpack, dims.dvpad, dims.nadd, prob.data(), acc.data());
-            store_row(out + offset(p.out, b, x, y, z, h), p.out.sd, dims.dv, acc.data(), 1.0f / st.sum);
+            const SoftmaxStats st{smax[size_t(i)], ssum[size_t(i)]};
+            store_row(out + offset(p.out, b, x, y, z, h), p.out.sd, dims.dv, O.data() + i * dims.dvpad, 1.0f / st.sum);
             if (lse) lse[offset(p.lse, b, x, y, z, h)] = st.lse();
           }
         }

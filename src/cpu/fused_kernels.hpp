@@ -31,13 +31,29 @@ struct KernelTable {
   // *max_out = max_j x[j]; x[j] = exp(x[j] - max) for j < n (exactly n
   // elements, n >= 1); returns their sum.
   float (*exp_sum)(float* x, int64_t n, float* max_out);
+
+  // Band kernels (forward; layout in fused_kernels_impl.hpp). m <= 8 queries.
+  // S[i*lds + r*rowlen + 0:nvb*vec] = A_i . B[r*bstride + d*ldb + 0:nvb*vec] for r < nrows.
+  void (*band_qk)(int64_t m, int64_t nvb, int64_t nrows, int64_t depth, const float* A, int64_t lda, const float* B,
+                  int64_t bstride, int64_t ldb, float* S, int64_t rowlen, int64_t lds);
+  // Softmax numerators of m queries: query i's rows are S + i*lds (nrows rows of
+  // rowlen floats, its lanes [lo[i] - c0, hi[i] - c0)) followed by nt floats
+  // (additional tokens). Writes exp(x - max) there and 0 in the other lanes
+  // (rowlen and nt rounded up to vec); max_out[i], sum_out[i].
+  void (*band_softmax)(int64_t m, float* S, int64_t lds, int64_t nrows, int64_t rowlen, const int64_t* lo,
+                       const int64_t* hi, int64_t c0, int64_t nt, float* max_out, float* sum_out);
+  // O[i*ldo + 0:width] += sum_{r<nrows, w<bw} P[i*lds + r*rowlen + w] * V[r*vstride + w*ldv + 0:width].
+  void (*band_pv)(int64_t m, int64_t nrows, int64_t bw, const float* P, int64_t rowlen, int64_t lds, const float* V,
+                  int64_t vstride, int64_t ldv, float* O, int64_t ldo, int64_t width);
 };
 
-// The best table this CPU supports (chosen once).
+// The best table this CPU supports (chosen once; NHOOD_CPU_ISA=generic|avx2
+// caps it).
 const KernelTable& kernels();
 
 // Per-ISA tables; avx2 returns nullptr when the build could not compile it.
 const KernelTable* kernels_generic();
 const KernelTable* kernels_avx2();
+const KernelTable* kernels_avx512();
 
 }  // namespace nhood::cpu::fused

@@ -7,6 +7,7 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #define NHOOD_KERNEL_NS avx2
 #define NHOOD_VEC_FLOATS 8
+#define NHOOD_VEC_REGS 16
 #include "fused_kernels_impl.hpp"
 
 namespace nhood::cpu::fused {

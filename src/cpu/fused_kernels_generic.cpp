@@ -2,6 +2,11 @@
 // code elsewhere), baseline instruction set only.
 #define NHOOD_KERNEL_NS generic
 #define NHOOD_VEC_FLOATS 4
+#if defined(__aarch64__)
+#define NHOOD_VEC_REGS 32
+#else
+#define NHOOD_VEC_REGS 16
+#endif
 #include "fused_kernels_impl.hpp"
 
 namespace nhood::cpu::fused {

@@ -220,10 +220,274 @@ float exp_sum(float* x, int64_t n, float* max_out) {
   return s;
 }
 
+// ---- band kernels (forward) ------------------------------------------------
+// A band group is M consecutive queries of a segment and the union [c0, c1)
+// of their z windows (bw = c1 - c0 columns, nvb = ceil(bw / W) vectors). Its
+// logits live in S[i*lds + r*rowlen + v*W + l] (query i, key row r, column
+// c0 + v*W + l), rowlen = nvb*W: no compaction, each query's own window is a
+// lane range of every row, handled by masks in the softmax.
+
+// Accumulator budget: 32 vector registers (AVX-512, NEON) or 16 (SSE, AVX2).
+#if NHOOD_VEC_REGS >= 32
+constexpr int kAcc = 24;
+#else
+constexpr int kAcc = 12;
+#endif
+
+// S rows r < J, vectors v < NB of M queries: M*J*NB accumulators; per depth
+// step J*NB loads of B and M broadcasts of A.
+template <int M, int J, int NB>
+void qk_tile(int64_t depth, const float* A, int64_t lda, const float* B, int64_t bstride, int64_t ldb, float* S,
+             int64_t rowlen, int64_t lds) {
+  vf acc[M][J][NB];
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < J; ++j)
+      for (int v = 0; v < NB; ++v) acc[i][j][v] = vf{};
+  for (int64_t d = 0; d < depth; ++d) {
+    vf b[J][NB];
+    for (int j = 0; j < J; ++j)
+      for (int v = 0; v < NB; ++v) b[j][v] = load(B + j * bstride + d * ldb + v * W);
+    for (int i = 0; i < M; ++i) {
+      const vf a = splat(A[i * lda + d]);
+      for (int j = 0; j < J; ++j)
+        for (int v = 0; v < NB; ++v) acc[i][j][v] += a * b[j][v];
+    }
+  }
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < J; ++j)
+      for (int v = 0; v < NB; ++v) store(S + i * lds + j * rowlen + v * W, acc[i][j][v]);
+}
+
+template <int M, int NB>
+void qk_rows(int64_t nrows, int64_t depth, const float* A, int64_t lda, const float* B, int64_t bstride, int64_t ldb,
+             float* S, int64_t rowlen, int64_t lds) {
+  constexpr int jmax = kAcc / (M * NB) < 1 ? 1 : (kAcc / (M * NB) > 6 ? 6 : kAcc / (M * NB));
+  // Balanced chunks (13 rows with jmax 6: 5+5+3, not 6+6+1 whose last
+  // chunk would have too few independent FMA chains).
+  const int64_t chunks = (nrows + jmax - 1) / jmax;
+  const int64_t jn = chunks ? (nrows + chunks - 1) / chunks : 1;
+  for (int64_t r = 0; r < nrows;) {
+    const int64_t j = nrows - r < jn ? nrows - r : jn;
+    const float* b = B + r * bstride;
+    float* s = S + r * rowlen;
+    switch (j) {
+#define NHOOD_QK_CASE(n) \
+  case n: if (n <= jmax) qk_tile<M, (n <= jmax ? n : 1), NB>(depth, A, lda, b, bstride, ldb, s, rowlen, lds); break;
+      NHOOD_QK_CASE(1) NHOOD_QK_CASE(2) NHOOD_QK_CASE(3) NHOOD_QK_CASE(4) NHOOD_QK_CASE(5) NHOOD_QK_CASE(6)
+#undef NHOOD_QK_CASE
+      default: break;
+    }
+    r += j;
+  }
+}
+
+template <int M>
+void qk_m(int64_t nvb, int64_t nrows, int64_t depth, const float* A, int64_t lda, const float* B, int64_t bstride,
+          int64_t ldb, float* S, int64_t rowlen, int64_t lds) {
+  int64_t v = 0;
+  if (2 * M <= kAcc)
+    for (; v + 2 <= nvb; v += 2) qk_rows<M, 2>(nrows, depth, A, lda, B + v * W, bstride, ldb, S + v * W, rowlen, lds);
+  for (; v < nvb; ++v) qk_rows<M, 1>(nrows, depth, A, lda, B + v * W, bstride, ldb, S + v * W, rowlen, lds);
+}
+
+void band_qk(int64_t m, int64_t nvb, int64_t nrows, int64_t depth, const float* A, int64_t lda, const float* B,
+             int64_t bstride, int64_t ldb, float* S, int64_t rowlen, int64_t lds) {
+  switch (m) {
+#define NHOOD_M_CASE(n) \
+  case n: qk_m<n>(nvb, nrows, depth, A, lda, B, bstride, ldb, S, rowlen, lds); break;
+    NHOOD_M_CASE(1) NHOOD_M_CASE(2) NHOOD_M_CASE(3) NHOOD_M_CASE(4)
+    NHOOD_M_CASE(5) NHOOD_M_CASE(6) NHOOD_M_CASE(7) NHOOD_M_CASE(8)
+#undef NHOOD_M_CASE
+    default: break;
+  }
+}
+
+inline vf lane_index() {
+  vf v;
+  for (int l = 0; l < W; ++l) v[l] = float(l);
+  return v;
+}
+
+// Horizontal max/sum as trees (a scalar chain over 16 lanes is ~60 cycles of
+// latency on the softmax's critical path).
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#if NHOOD_VEC_FLOATS == 16
+#define NHOOD_SWAP(v, s)                                                                                       \
+  __builtin_shufflevector(v, v, 0 ^ s, 1 ^ s, 2 ^ s, 3 ^ s, 4 ^ s, 5 ^ s, 6 ^ s, 7 ^ s, 8 ^ s, 9 ^ s, 10 ^ s, \
+                          11 ^ s, 12 ^ s, 13 ^ s, 14 ^ s, 15 ^ s)
+#elif NHOOD_VEC_FLOATS == 8
+#define NHOOD_SWAP(v, s) __builtin_shufflevector(v, v, 0 ^ s, 1 ^ s, 2 ^ s, 3 ^ s, 4 ^ s, 5 ^ s, 6 ^ s, 7 ^ s)
+#elif NHOOD_VEC_FLOATS == 4
+#define NHOOD_SWAP(v, s) __builtin_shufflevector(v, v, 0 ^ s, 1 ^ s, 2 ^ s, 3 ^ s)
+#endif
+#endif
+#ifdef NHOOD_SWAP
+inline float hmax(vf v) {
+  if (W >= 16) { const vf u = NHOOD_SWAP(v, 8 % W); v = u > v ? u : v; }
+  if (W >= 8) { const vf u = NHOOD_SWAP(v, 4 % W); v = u > v ? u : v; }
+  { const vf u = NHOOD_SWAP(v, 2 % W); v = u > v ? u : v; }
+  { const vf u = NHOOD_SWAP(v, 1); v = u > v ? u : v; }
+  return v[0];
+}
+inline float hsum(vf v) {
+  if (W >= 16) v += NHOOD_SWAP(v, 8 % W);
+  if (W >= 8) v += NHOOD_SWAP(v, 4 % W);
+  v += NHOOD_SWAP(v, 2 % W);
+  v += NHOOD_SWAP(v, 1);
+  return v[0];
+}
+#undef NHOOD_SWAP
+#else
+inline float hmax(vf v) {
+  float m = v[0];
+  for (int l = 1; l < W; ++l) m = v[l] > m ? v[l] : m;
+  return m;
+}
+inline float hsum(vf v) {
+  float s = 0;
+  for (int l = 0; l < W; ++l) s += v[l];
+  return s;
+}
+#endif
+
+// Softmax numerators of the M queries of a band group, interleaved so their
+// dependency chains (max, exp, sums) overlap. Query i: lanes [lo[i] - c0,
+// hi[i] - c0) of its nrows rows (S + i*lds, rowlen floats apart) and the first
+// nt floats after them (additional tokens). Writes exp(x - max) there and
+// exactly 0 in every other lane (rows and the tail's last vector).
+template <int M>
+void softmax_m(float* S, int64_t lds, int64_t nrows, int64_t rowlen, const int64_t* lo, const int64_t* hi, int64_t c0,
+               int64_t nt, float* max_out, float* sum_out) {
+  const vf ninf = splat(-__builtin_inff());
+  const vf idx = lane_index();
+  vf vlo[M], vhi[M], vm[M];
+  for (int i = 0; i < M; ++i) {
+    vlo[i] = splat(float(lo[i] - c0));
+    vhi[i] = splat(float(hi[i] - c0));
+    vm[i] = ninf;
+  }
+  for (int64_t r = 0; r < nrows; ++r)
+    for (int64_t v = 0; v < rowlen; v += W) {
+      const vf c = idx + float(v);
+      for (int i = 0; i < M; ++i) {
+        const vf x = load(S + i * lds + r * rowlen + v);
+        const vf y = ((c >= vlo[i]) & (c < vhi[i])) ? x : ninf;
+        vm[i] = y > vm[i] ? y : vm[i];
+      }
+    }
+  const int64_t t0 = nrows * rowlen;
+  for (int64_t v = 0; v < nt; v += W) {
+    const vf valid = (vf)(idx + float(v) < splat(float(nt)));
+    for (int i = 0; i < M; ++i) {
+      const vf x = load(S + i * lds + t0 + v);
+      const vf y = (vi)valid ? x : ninf;
+      vm[i] = y > vm[i] ? y : vm[i];
+    }
+  }
+  vf acc[M];
+  for (int i = 0; i < M; ++i) {
+    max_out[i] = hmax(vm[i]);
+    vm[i] = splat(max_out[i]);
+    acc[i] = vf{};
+  }
+  for (int64_t r = 0; r < nrows; ++r)
+    for (int64_t v = 0; v < rowlen; v += W) {
+      const vf c = idx + float(v);
+      for (int i = 0; i < M; ++i) {
+        float* p = S + i * lds + r * rowlen + v;
+        const vf e = vexp(((c >= vlo[i]) & (c < vhi[i])) ? load(p) - vm[i] : ninf);
+        store(p, e);
+        acc[i] += e;
+      }
+    }
+  for (int64_t v = 0; v < nt; v += W) {
+    const vf valid = (vf)(idx + float(v) < splat(float(nt)));
+    for (int i = 0; i < M; ++i) {
+      float* p = S + i * lds + t0 + v;
+      const vf e = vexp((vi)valid ? load(p) - vm[i] : ninf);
+      store(p, e);
+      acc[i] += e;
+    }
+  }
+  for (int i = 0; i < M; ++i) sum_out[i] = hsum(acc[i]);
+}
+
+void band_softmax(int64_t m, float* S, int64_t lds, int64_t nrows, int64_t rowlen, const int64_t* lo,
+                  const int64_t* hi, int64_t c0, int64_t nt, float* max_out, float* sum_out) {
+  switch (m) {
+#define NHOOD_M_CASE(n) \
+  case n: softmax_m<n>(S, lds, nrows, rowlen, lo, hi, c0, nt, max_out, sum_out); break;
+    NHOOD_M_CASE(1) NHOOD_M_CASE(2) NHOOD_M_CASE(3) NHOOD_M_CASE(4)
+    NHOOD_M_CASE(5) NHOOD_M_CASE(6) NHOOD_M_CASE(7) NHOOD_M_CASE(8)
+#undef NHOOD_M_CASE
+    default: break;
+  }
+}
+
+// O[i][x] += sum_{r < nrows, w < bw} P[i*lds + r*rowlen + w] * V[r*vstride + w*ldv + x]
+// for M queries and NV vectors of x: M*NV accumulators, per (r, w) NV loads
+// of V and M broadcasts of P.
+template <int M, int NV>
+void pv_tile(int64_t nrows, int64_t bw, const float* P, int64_t rowlen, int64_t lds, const float* V, int64_t vstride,
+             int64_t ldv, float* O, int64_t ldo) {
+  vf acc[M][NV];
+  for (int i = 0; i < M; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = load(O + i * ldo + v * W);
+  for (int64_t r = 0; r < nrows; ++r) {
+    const float* vr = V + r * vstride;
+    const float* pr = P + r * rowlen;
+    for (int64_t w = 0; w < bw; ++w) {
+      vf b[NV];
+      for (int v = 0; v < NV; ++v) b[v] = load(vr + w * ldv + v * W);
+      for (int i = 0; i < M; ++i) {
+        const vf p = splat(pr[i * lds + w]);
+        for (int v = 0; v < NV; ++v) acc[i][v] += p * b[v];
+      }
+    }
+  }
+  for (int i = 0; i < M; ++i)
+    for (int v = 0; v < NV; ++v) store(O + i * ldo + v * W, acc[i][v]);
+}
+
+template <int M>
+void pv_m(int64_t nrows, int64_t bw, const float* P, int64_t rowlen, int64_t lds, const float* V, int64_t vstride,
+          int64_t ldv, float* O, int64_t ldo, int64_t width) {
+  constexpr int nvmax = kAcc / M < 1 ? 1 : (kAcc / M > 4 ? 4 : kAcc / M);
+  const int64_t nv = width / W;
+  const int64_t chunks = (nv + nvmax - 1) / nvmax;
+  const int64_t cn = (nv + chunks - 1) / chunks;
+  for (int64_t x = 0; x < nv;) {
+    const int64_t c = nv - x < cn ? nv - x : cn;
+    const float* v = V + x * W;
+    float* o = O + x * W;
+    switch (c) {
+#define NHOOD_PV_CASE(n) \
+  case n: if (n <= nvmax) pv_tile<M, (n <= nvmax ? n : 1)>(nrows, bw, P, rowlen, lds, v, vstride, ldv, o, ldo); break;
+      NHOOD_PV_CASE(1) NHOOD_PV_CASE(2) NHOOD_PV_CASE(3) NHOOD_PV_CASE(4)
+#undef NHOOD_PV_CASE
+      default: break;
+    }
+    x += c;
+  }
+}
+
+void band_pv(int64_t m, int64_t nrows, int64_t bw, const float* P, int64_t rowlen, int64_t lds, const float* V,
+             int64_t vstride, int64_t ldv, float* O, int64_t ldo, int64_t width) {
+  switch (m) {
+#define NHOOD_M_CASE(n) \
+  case n: pv_m<n>(nrows, bw, P, rowlen, lds, V, vstride, ldv, O, ldo, width); break;
+    NHOOD_M_CASE(1) NHOOD_M_CASE(2) NHOOD_M_CASE(3) NHOOD_M_CASE(4)
+    NHOOD_M_CASE(5) NHOOD_M_CASE(6) NHOOD_M_CASE(7) NHOOD_M_CASE(8)
+#undef NHOOD_M_CASE
+    default: break;
+  }
+}
+
 }  // namespace
 
 #define NHOOD_STR2(x) #x
 #define NHOOD_STR(x) NHOOD_STR2(x)
-const KernelTable table = {NHOOD_STR(NHOOD_KERNEL_NS), W, gemm_nt, gemm_nt_blocks, combine, axpy, exp_sum};
+const KernelTable table = {NHOOD_STR(NHOOD_KERNEL_NS), W, gemm_nt, gemm_nt_blocks, combine, axpy, exp_sum,
+                           band_qk, band_softmax, band_pv};
 
 }  // namespace nhood::cpu::fused::NHOOD_KERNEL_NS

@@ -217,6 +217,31 @@ inline void band_logits(const KernelTable& kt, const Segment& seg, const Packed&
     kt.gemm_nt(seg.m, nadd, depth, A, lda, kv.add_cols.data(), pad_to(nadd) + kPad, S + seg.nrows() * kv.wpad, lds);
 }
 
+// Forward band groups: a segment's queries are taken M at a time; a group
+// computes logits over the union of its members' z windows (one block of
+// nvb vectors per key row) and uses them for the softmax and P.V in that
+// layout (kernels band_qk, band_softmax, band_pv). M minimizes the columns
+// computed per query and key row (sum over the segment's groups of
+// ceil(bw / vec) * vec, divided by m; ties: smaller M): 13-wide windows take
+// M = 4 on 16-float vectors (16 columns for 4 queries), 7-wide ones M = 8
+// (14 columns). Up to 8 queries on 32-register ISAs, 4 on 16-register ones.
+inline int64_t band_group_size(const KernelTable& kt, const Segment& seg) {
+  const int64_t mmax = kt.vec >= 16 ? 8 : 4;
+  int64_t best = 1, best_cost = -1;
+  for (int64_t M = 1; M <= mmax && M <= seg.m; ++M) {
+    int64_t cost = 0;
+    for (int64_t i0 = 0; i0 < seg.m; i0 += M) {
+      const int64_t last = i0 + M < seg.m ? i0 + M - 1 : seg.m - 1;
+      cost += (seg.hi[size_t(last)] - seg.lo[size_t(i0)] + kt.vec - 1) / kt.vec;
+    }
+    if (best_cost < 0 || cost < best_cost) {
+      best = M;
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
 // Copies query i's attended entries of its logits row `s` into dst, in key
 // order (window rows, then additional tokens): the softmax and the kernels
 // then run over one contiguous array (one vectorized exp call per query).
