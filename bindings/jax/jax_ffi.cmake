@@ -43,6 +43,7 @@ if(NHOOD_XLA_FFI_INCLUDE_DIR AND EXISTS "${NHOOD_XLA_FFI_INCLUDE_DIR}/xla/ffi/ap
   # SYSTEM: XLA's headers are not ours to warn about.
   target_include_directories(_jax_ffi SYSTEM PRIVATE "${NHOOD_XLA_FFI_INCLUDE_DIR}")
   target_link_libraries(_jax_ffi PRIVATE nhood)
+  nhood_link_shared_cxx_runtime(_jax_ffi)  # cmake/cxx_runtime.cmake
   if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
     target_compile_options(_jax_ffi PRIVATE -Wall -Wextra)
   endif()
