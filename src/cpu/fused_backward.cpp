@@ -73,8 +73,8 @@ void backward_impl(const Params& p) {
         const Span s[3] = {tiles[0][size_t(t / (nty * ntz))], tiles[1][size_t(t / ntz % nty)],
                            tiles[2][size_t(t % ntz)]};
         const BoxAxis box[3] = {box_axis(p.axis[0], s[0]), box_axis(p.axis[1], s[1]), box_axis(p.axis[2], s[2])};
-        kpack.pack<T>(p.k, p.add_k, dims.d, true, true, box, b, hk, dims.nadd);
-        vpack.pack<T>(p.v, p.add_v, dims.dv, false, true, box, b, hk, dims.nadd);
+        kpack.pack<T>(kt, p.k, p.add_k, dims.d, true, true, box, b, hk, dims.nadd);
+        vpack.pack<T>(kt, p.v, p.add_v, dims.dv, false, true, box, b, hk, dims.nadd);
         for (int64_t ix = 0; ix < s[0].count; ++ix)
           for (int64_t iy = 0; iy < s[1].count; ++iy) {
             const int64_t px = s[0].p0 + ix, py = s[1].p0 + iy;

@@ -38,8 +38,8 @@ void forward_impl(const Params& p) {
       const Span s[3] = {tiles[0][size_t(t / (nty * ntz))], tiles[1][size_t(t / ntz % nty)], tiles[2][size_t(t % ntz)]};
       const BoxAxis box[3] = {box_axis(p.axis[0], s[0]), box_axis(p.axis[1], s[1]), box_axis(p.axis[2], s[2])};
       const int64_t hk = h / group;
-      kpack.pack<T>(p.k, p.add_k, dims.d, false, true, box, b, hk, dims.nadd);
-      vpack.pack<T>(p.v, p.add_v, dims.dv, true, false, box, b, hk, dims.nadd);
+      kpack.pack<T>(kt, p.k, p.add_k, dims.d, false, true, box, b, hk, dims.nadd);
+      vpack.pack<T>(kt, p.v, p.add_v, dims.dv, true, false, box, b, hk, dims.nadd);
       const int64_t kstride = dims.d * kpack.wpad, vstride = vpack.nz * dims.dvpad;
       for (int64_t ix = 0; ix < s[0].count; ++ix)
         for (int64_t iy = 0; iy < s[1].count; ++iy) {
@@ -55,7 +55,7 @@ void forward_impl(const Params& p) {
           smax.resize(size_t(seg.m));
           ssum.resize(size_t(seg.m));
           const int64_t nr = seg.nrows(), nyw = seg.ry1 - seg.ry0;
-          const int64_t M = band_group_size(kt, seg);
+          const int64_t M = band_group_size(kt, seg, dims.d, dims.dvpad);
           for (int64_t i0 = 0; i0 < seg.m; i0 += M) {
             const int64_t mb = seg.m - i0 < M ? seg.m - i0 : M;
             const int64_t c0 = seg.lo[size_t(i0)], bw = seg.hi[size_t(i0 + mb - 1)] - c0;

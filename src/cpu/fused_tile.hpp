@@ -82,9 +82,16 @@ inline void load_row(const T* src, int64_t sd, int64_t n, int64_t npad, float sc
   for (int64_t i = n; i < npad; ++i) dst[i] = 0.0f;
 }
 
+inline void from_f(float* p, float x) { *p = x; }
+inline void from_f(Half* p, float x) { *p = to_half(x); }
+inline void from_f(BFloat16* p, float x) { *p = to_bfloat16(x); }
+
 template <typename T>
 inline void store_row(T* dst, int64_t sd, int64_t n, const float* src, float scale) {
-  for (int64_t i = 0; i < n; ++i) store(dst + i * sd, double(scale * src[i]));
+  if (sd == 1)
+    for (int64_t i = 0; i < n; ++i) from_f(dst + i, scale * src[i]);
+  else
+    for (int64_t i = 0; i < n; ++i) from_f(dst + i * sd, scale * src[i]);
 }
 
 // The KV box of a tile, for one (batch, kv head), packed as float32.
@@ -94,10 +101,11 @@ inline void store_row(T* dst, int64_t sd, int64_t n, const float* src, float sca
 struct Packed {
   int64_t nrows = 0, nz = 0, wpad = 0;
   std::vector<float> rows, cols, add_rows, add_cols, scratch;
+  std::vector<const void*> src_rows_storage;
 
   template <typename T, typename Op, typename TokOp>
-  void pack(const Op& o, const TokOp& add, int64_t n, bool want_rows, bool want_cols, const BoxAxis (&box)[3],
-            int64_t b, int64_t h, int64_t nadd) {
+  void pack(const KernelTable& kt, const Op& o, const TokOp& add, int64_t n, bool want_rows, bool want_cols,
+            const BoxAxis (&box)[3], int64_t b, int64_t h, int64_t nadd) {
     const int64_t npad = pad_to(n);
     nrows = box[0].size() * box[1].size();
     nz = box[2].size();
@@ -107,28 +115,34 @@ struct Packed {
     // that L1/L2-resident copy: sequential writes, short strided reads.
     std::vector<float>& rbuf = want_rows ? rows : scratch;
     rbuf.resize(size_t(nrows * nz * npad));
+    std::vector<const void*>& src_rows = src_rows_storage;
+    src_rows.resize(size_t(nrows));
     for (int64_t ix = 0; ix < box[0].size(); ++ix)
-      for (int64_t iy = 0; iy < box[1].size(); ++iy) {
-        const int64_t r = ix * box[1].size() + iy;
-        const T* src = base + offset(o, b, box[0].token(ix), box[1].token(iy), box[2].token(0), h);
-        const int64_t step = o.sz * box[2].step;
-        for (int64_t w = 0; w < nz; ++w) {
-          // Keys along z are one token stride apart (often kilobytes): ask for
-          // the one a few keys ahead, the access pattern beats the prefetcher.
-          if (w + 4 < nz && o.sd == 1)
-            for (int64_t e = 0; e < n; e += int64_t(64 / sizeof(T))) __builtin_prefetch(src + (w + 4) * step + e);
-          load_row(src + w * step, o.sd, n, npad, 1.0f, rbuf.data() + (r * nz + w) * npad);
+      for (int64_t iy = 0; iy < box[1].size(); ++iy)
+        src_rows[size_t(ix * box[1].size() + iy)] =
+            base + offset(o, b, box[0].token(ix), box[1].token(iy), box[2].token(0), h);
+    const int64_t step = o.sz * box[2].step;
+    // Keys along z are one token stride apart (often kilobytes), a pattern the
+    // hardware prefetcher does not follow: ask for the key kAhead positions
+    // ahead in packing order, across box rows.
+    constexpr int64_t kAhead = 6;
+    const int64_t line = int64_t(64 / sizeof(T)), total = nrows * nz;
+    for (int64_t r = 0, k = 0; r < nrows; ++r)
+      for (int64_t w = 0; w < nz; ++w, ++k) {
+        if (k + kAhead < total && o.sd == 1) {
+          const T* next = static_cast<const T*>(src_rows[size_t((k + kAhead) / nz)]) + ((k + kAhead) % nz) * step;
+          for (int64_t e = 0; e < n; e += line) __builtin_prefetch(next + e);
         }
+        load_row(static_cast<const T*>(src_rows[size_t(r)]) + w * step, o.sd, n, npad, 1.0f, rbuf.data() + (r * nz + w) * npad);
       }
     if (want_cols) {
       cols.resize(size_t(nrows * n * wpad));
-      for (int64_t r = 0; r < nrows; ++r)
-        for (int64_t e = 0; e < n; ++e) {
-          float* c = cols.data() + (r * n + e) * wpad;
-          const float* src = rbuf.data() + r * nz * npad + e;
-          for (int64_t w = 0; w < nz; ++w) c[w] = src[w * npad];
-          for (int64_t w = nz; w < wpad; ++w) c[w] = 0.0f;
-        }
+      for (int64_t r = 0; r < nrows; ++r) {
+        float* c = cols.data() + r * n * wpad;
+        kt.transpose(rbuf.data() + r * nz * npad, npad, nz, n, c, wpad);
+        for (int64_t e = 0; e < n; ++e)
+          for (int64_t w = nz; w < wpad; ++w) c[e * wpad + w] = 0.0f;
+      }
     }
     if (nadd == 0) return;
     const int64_t apad = pad_to(nadd) + kPad;
@@ -218,23 +232,33 @@ inline void band_logits(const KernelTable& kt, const Segment& seg, const Packed&
 }
 
 // Forward band groups: a segment's queries are taken M at a time; a group
-// computes logits over the union of its members' z windows (one block of
-// nvb vectors per key row) and uses them for the softmax and P.V in that
-// layout (kernels band_qk, band_softmax, band_pv). M minimizes the columns
-// computed per query and key row (sum over the segment's groups of
-// ceil(bw / vec) * vec, divided by m; ties: smaller M): 13-wide windows take
-// M = 4 on 16-float vectors (16 columns for 4 queries), 7-wide ones M = 8
-// (14 columns). Up to 8 queries on 32-register ISAs, 4 on 16-register ones.
-inline int64_t band_group_size(const KernelTable& kt, const Segment& seg) {
-  const int64_t mmax = kt.vec >= 16 ? 8 : 4;
-  int64_t best = 1, best_cost = -1;
+// computes logits over the union [c0, c0 + bw) of its members' z windows
+// (nvb = ceil(bw / vec) vectors per key row) and uses them in that layout for
+// the softmax and P.V (kernels band_qk, band_softmax, band_pv). Per query and
+// key row, QK^T costs depth * nvb vector FMAs whatever M, P.V costs bw * dv /
+// vec: larger groups waste P.V work on columns outside a query's window. But
+// QK^T with M < 4 is load-bound (per depth step several unaligned key-vector
+// loads feed only M FMAs each; measured 1.6x slower at M = 2 for 13x13/d64 on
+// AVX-512; on 8-float vectors a single-vector band with M = 2 is fine, the
+// old narrow path), and P.V with fewer than 8 accumulators (M * dv vectors) is
+// latency-bound. M minimizes that estimate over the whole segment (ties:
+// smaller M). Measured choices: 16-float vectors 7x7/d32 and 13x13/d64: M = 4;
+// 8-float vectors 7x7/d32: M = 2 (one vector of 8 columns), 13x13/d64: M = 4.
+inline int64_t band_group_size(const KernelTable& kt, const Segment& seg, int64_t depth, int64_t dvpad) {
+  const int64_t mmax = kt.vec >= 16 ? 8 : 4, nv = dvpad / kt.vec;
+  int64_t best = 1;
+  double best_cost = -1;
   for (int64_t M = 1; M <= mmax && M <= seg.m; ++M) {
-    int64_t cost = 0;
+    const int64_t chains = M * (nv < 4 ? nv : 4);
+    const double pv_slow = chains >= 8 ? 1.0 : 8.0 / double(chains);
+    double cost = 0;
     for (int64_t i0 = 0; i0 < seg.m; i0 += M) {
-      const int64_t last = i0 + M < seg.m ? i0 + M - 1 : seg.m - 1;
-      cost += (seg.hi[size_t(last)] - seg.lo[size_t(i0)] + kt.vec - 1) / kt.vec;
+      const int64_t mb = seg.m - i0 < M ? seg.m - i0 : M;
+      const int64_t bw = seg.hi[size_t(i0 + mb - 1)] - seg.lo[size_t(i0)], nvb = (bw + kt.vec - 1) / kt.vec;
+      const double qk_slow = M >= 4 || (nvb == 1 && kt.vec <= 8) ? 1.0 : 4.0 / double(M);
+      cost += double(mb) * (double(depth * nvb * kt.vec) * qk_slow + double(dvpad * bw) * pv_slow);
     }
-    if (best_cost < 0 || cost < best_cost) {
+    if (best_cost < 0 || cost < best_cost * (1 - 1e-9)) {
       best = M;
       best_cost = cost;
     }
