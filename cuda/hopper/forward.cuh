@@ -8,7 +8,9 @@
 // tiles not inside every row's window, online softmax in registers, then
 // O += P V (wgmma, P from registers, V transposed from shared memory). The
 // two consumers take turns at the tensor cores (named barriers, ping-pong):
-// while one runs its softmax the other's MMAs keep the tensor cores busy.
+// while one runs its softmax the other's MMAs keep the tensor cores busy; a
+// turn issues S_j and O += P_{j-1} V_{j-1} as two MMA groups, and the softmax
+// of S_j starts as soon as the first completes (docs/performance.md, hopper).
 // CTAs loop over (query tile, head, batch) work items (persistent grid).
 //
 // Geometry (block tile t, inner tile u, KV walk, window rule) is shared with
@@ -420,6 +422,7 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const __grid_const
       reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
   Barriers& bars = *reinterpret_cast<Barriers*>(smem + S::kQBytes + 2 * S::kStages * S::kKVBytes);
   static_assert(sizeof(Barriers) <= S::kBarrierBytes);
+  static_assert(S::kStages <= 5, "Barriers holds 5 stages");
 
   // Broadcast from lane 0 so the compiler sees a warp-uniform role: wgmma in
   // a path it considers divergent gets serialized (ptxas C7520).
