@@ -102,13 +102,26 @@ def case(spatial, heads, dim, kernel, seconds, sdpa):
     return row
 
 
+def cpu_name():
+    """CPU model and its widest vector extension: nhood's kernel table (AVX-512, AVX2 or generic)
+    and torch's both follow it, so ratios from different machines are not comparable."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return "cpu unknown"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    isa = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "no avx2"
+    return f"{model} ({isa}, {os.cpu_count()} cpus)"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="shorter timing (CI smoke run)")
     args = ap.parse_args()
     seconds = 0.3 if args.quick else 2.0
     print(f"torch {torch.__version__}, torch threads {torch.get_num_threads()}, cpu kernels: "
-          f"{os.environ.get('NHOOD_CPU_ISA', 'auto')}")
+          f"{os.environ.get('NHOOD_CPU_ISA', 'auto')}, {cpu_name()}, load average {os.getloadavg()[0]:.2f}")
     a = case((56, 56), 2, 32, (7, 7), seconds, sdpa=True)
     b = case((64, 64), 4, 64, (13, 13), seconds, sdpa=False)
     mm = b["matmul_flops"]
