@@ -163,3 +163,19 @@ def test_capped_isa_kernels(isa):
         " dim=32, dim_v=48, n_add=2, packed=False), 'float32', 3)\n" % os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, NHOOD_CPU_ISA=isa)
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+
+
+def test_non_finite_value_reaches_only_the_queries_attending_it():
+    """Band groups run P.V over the union of several queries' windows (P = 0
+    outside each); an inf value must still reach only the queries whose
+    window holds its key (0 * inf would be NaN for the others)."""
+    import dense_reference as ref
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal((1, 20, 24, 1, 32)).astype(np.float32) for _ in range(3))
+    v[0, 9, 11, 0, 5] = np.inf
+    out = nhood.na2d(q, k, v, kernel_size=(7, 7), backend="cpu")
+    rows, cols = ref.axis_mask(20, 7)[:, 9], ref.axis_mask(24, 7)[:, 11]
+    hit = np.zeros(out.shape, bool)
+    hit[0, rows[:, None] & cols[None, :], 0, 5] = True
+    assert np.isposinf(out[hit]).all()
+    assert np.isfinite(out[~hit]).all()

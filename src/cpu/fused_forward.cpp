@@ -3,12 +3,27 @@
 // softmax (the whole row is in the buffer, so no online rescaling), and P.V.
 // Parallel over batch x heads x tiles; every output row is written by exactly
 // one task, so there is nothing to synchronize.
+#include <cstdint>
+#include <cstring>
+
 #include "fused_backend.hpp"
 #include "fused_tile.hpp"
 #include "parallel.hpp"
 
 namespace nhood::cpu::fused {
 namespace {
+
+// Whether a packed buffer holds only finite floats (no inf/NaN): exponent
+// bits not all ones. Integer OR-reduction, so the loop vectorizes.
+bool all_finite(const std::vector<float>& v) {
+  uint32_t bad = 0;
+  for (const float x : v) {
+    uint32_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    bad |= uint32_t((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad == 0;
+}
 
 template <typename T>
 void forward_impl(const Params& p) {
@@ -40,6 +55,12 @@ void forward_impl(const Params& p) {
       const int64_t hk = h / group;
       kpack.pack<T>(kt, p.k, p.add_k, dims.d, false, true, box, b, hk, dims.nadd);
       vpack.pack<T>(kt, p.v, p.add_v, dims.dv, true, false, box, b, hk, dims.nadd);
+      // A band group's P.V runs over the union of its queries' windows with
+      // P = 0 outside each one; 0 * inf would turn a non-finite value the
+      // query does not attend into NaN. With such values in the box, groups
+      // of one query: their band is exactly the query's window (IEEE
+      // semantics of the reference, tests/test_errors.py).
+      const bool v_finite = all_finite(vpack.rows);  // additional tokens are attended by every query
       const int64_t kstride = dims.d * kpack.wpad, vstride = vpack.nz * dims.dvpad;
       for (int64_t ix = 0; ix < s[0].count; ++ix)
         for (int64_t iy = 0; iy < s[1].count; ++iy) {
@@ -55,7 +76,7 @@ void forward_impl(const Params& p) {
           smax.resize(size_t(seg.m));
           ssum.resize(size_t(seg.m));
           const int64_t nr = seg.nrows(), nyw = seg.ry1 - seg.ry0;
-          const int64_t M = band_group_size(kt, seg, dims.d, dims.dvpad);
+          const int64_t M = v_finite ? band_group_size(kt, seg, dims.d, dims.dvpad) : 1;
           for (int64_t i0 = 0; i0 < seg.m; i0 += M) {
             const int64_t mb = seg.m - i0 < M ? seg.m - i0 : M;
             const int64_t c0 = seg.lo[size_t(i0)], bw = seg.hi[size_t(i0 + mb - 1)] - c0;
