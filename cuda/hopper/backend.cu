@@ -60,8 +60,9 @@ std::string forward_unsupported(const Params& p) {
   if (!device_info(p.device.index).sm90) return "hopper needs a GPU of compute capability 9.0 (H100/H200)";
   for (int a = 0; a < 3; ++a)
     if (p.axis[a].length >= (int64_t(1) << 30)) return "hopper needs spatial axes shorter than 2^30";
-  if (p.batch * p.heads * (p.tokens() / kTileRows + 1) >= (int64_t(1) << 31)) return "hopper needs fewer than 2^31 tiles";
   const Geo g = geometry(p);
+  if (int64_t(g.n_spatial_blocks) * p.heads * p.batch >= (int64_t(1) << 31))
+    return "hopper needs fewer than 2^31 (query tile, head, batch) work items";
   for (int a = 0; a < 3; ++a) {
     const int d = p.axis[a].dilation;
     // The copy engine steps a box dimension by at most 8 elements and spans at most 256.
