@@ -15,7 +15,7 @@ namespace {
 
 // Whether a packed buffer holds only finite floats (no inf/NaN): exponent
 // bits not all ones. Integer OR-reduction, so the loop vectorizes.
-bool all_finite(const std::vector<float>& v) {
+bool all_finite(const FloatBuf& v) {
   uint32_t bad = 0;
   for (const float x : v) {
     uint32_t bits;
@@ -24,6 +24,18 @@ bool all_finite(const std::vector<float>& v) {
   }
   return bad == 0;
 }
+
+// Buffers of one thread, kept across calls (thread_local: the pool's workers
+// and the calling thread each own one), so a call allocates nothing once the
+// shapes have been seen: no page faults, no zero-fills of fresh vectors.
+struct Workspace {
+  Packed kpack, vpack;
+  Segment seg;
+  FloatBuf qs, S, O;
+  std::vector<float> smax, ssum;
+};
+
+constexpr int kChunksPerThread = 32;
 
 template <typename T>
 void forward_impl(const Params& p) {
@@ -43,11 +55,15 @@ void forward_impl(const Params& p) {
   const int64_t tail = dims.nadd ? (dims.nadd + vec - 1) / vec * vec : 0;  // additional-token logits
   const int64_t apadc = pad_to(dims.nadd) + kPad;                           // add_cols row stride
 
-  parallel_for(p.batch * p.heads * ntiles, 1, [&](int64_t begin, int64_t end) {
-    Packed kpack, vpack;
-    Segment seg;
-    std::vector<float> qs, S, O;
-    std::vector<float> smax, ssum;
+  // Many small chunks (a few tasks each): a worker that wakes late, or a
+  // core shared with another process, then costs at most one small chunk of
+  // imbalance at the end.
+  parallel_for(p.batch * p.heads * ntiles, 1, kChunksPerThread, [&](int64_t begin, int64_t end) {
+    static thread_local Workspace ws;
+    Packed &kpack = ws.kpack, &vpack = ws.vpack;
+    Segment& seg = ws.seg;
+    FloatBuf &qs = ws.qs, &S = ws.S, &O = ws.O;
+    std::vector<float>&smax = ws.smax, &ssum = ws.ssum;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t t = task % ntiles, h = (task / ntiles) % p.heads, b = task / (ntiles * p.heads);
       const Span s[3] = {tiles[0][size_t(t / (nty * ntz))], tiles[1][size_t(t / ntz % nty)], tiles[2][size_t(t % ntz)]};

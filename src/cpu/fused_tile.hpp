@@ -14,7 +14,9 @@
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
+#include <new>
 #include <vector>
 
 #include "fused_kernels.hpp"
@@ -22,6 +24,33 @@
 #include "scalar.hpp"
 
 namespace nhood::cpu::fused {
+
+// Allocator for the packed float buffers: 64-byte aligned (a cache line, one
+// AVX-512 vector), so rows padded to kPad floats start on a line and their
+// vector loads never split two lines; resize() leaves new elements
+// uninitialized (every user writes what it reads: no zero-fill pass).
+template <typename T>
+struct AlignedAllocator {
+  using value_type = T;
+  AlignedAllocator() = default;
+  template <typename U>
+  AlignedAllocator(const AlignedAllocator<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  template <typename U>
+  void construct(U* p) noexcept {  // default-initialization: no value for floats
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(static_cast<A&&>(a)...);
+  }
+  template <typename U>
+  bool operator==(const AlignedAllocator<U>&) const { return true; }
+  template <typename U>
+  bool operator!=(const AlignedAllocator<U>&) const { return false; }
+};
+using FloatBuf = std::vector<float, AlignedAllocator<float>>;
 
 // Axes reordered so that unit axes come first: z is the innermost real axis,
 // so segments run along it whatever the rank.
@@ -100,7 +129,7 @@ inline void store_row(T* dst, int64_t sd, int64_t n, const float* src, float sca
 // Additional tokens are one more "row" of nadd keys every query attends.
 struct Packed {
   int64_t nrows = 0, nz = 0, wpad = 0;
-  std::vector<float> rows, cols, add_rows, add_cols, scratch;
+  FloatBuf rows, cols, add_rows, add_cols, scratch;
   std::vector<const void*> src_rows_storage;
 
   template <typename T, typename Op, typename TokOp>
@@ -113,7 +142,7 @@ struct Packed {
     const T* base = static_cast<const T*>(o.data);
     // Rows first (contiguous reads of the source), then the transpose from
     // that L1/L2-resident copy: sequential writes, short strided reads.
-    std::vector<float>& rbuf = want_rows ? rows : scratch;
+    FloatBuf& rbuf = want_rows ? rows : scratch;
     rbuf.resize(size_t(nrows * nz * npad));
     std::vector<const void*>& src_rows = src_rows_storage;
     src_rows.resize(size_t(nrows));

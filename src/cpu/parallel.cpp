@@ -112,11 +112,17 @@ Pool& pool() {
 }  // namespace
 
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
+  // A few chunks per thread balance uneven rows (causal windows, borders).
+  parallel_for(n, grain, 4, body);
+}
+
+void parallel_for(int64_t n, int64_t grain, int chunks_per_thread,
+                  const std::function<void(int64_t, int64_t)>& body) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
   const int threads = num_threads();
-  // A few chunks per thread balance uneven rows (causal windows, borders).
-  const int64_t chunk = std::max(grain, (n + 4 * threads - 1) / (4 * threads));
+  const int64_t per = int64_t(std::max(1, chunks_per_thread)) * threads;
+  const int64_t chunk = std::max(grain, (n + per - 1) / per);
   const int64_t chunks = (n + chunk - 1) / chunk;
   if (threads == 1 || chunks == 1 || in_parallel_region) {
     body(0, n);
