@@ -129,10 +129,13 @@ def test_features(name, dtype):
 
 
 @pytest.mark.parametrize("kernel,dim,n_add", [((7, 7), 32, 0), ((13, 13), 64, 0), ((5, 13), 64, 3), ((3, 9), 20, 5),
-                                               ((1, 17), 16, 0), ((2, 2), 8, 0)])
+                                               ((1, 17), 16, 0), ((2, 2), 8, 0), ((7, 7), 32, 4), ((6, 5), 24, 0),
+                                               ((7, 3), 40, 2), ((1, 8), 16, 0)])
 def test_band_groups(kernel, dim, n_add):
     """Forward band groups of 1-8 queries (segments of 16 along the last axis, window widths
-    from 2 to 17, borders where windows clamp) with the best kernels of this CPU."""
+    from 2 to 17, borders where windows clamp) with the best kernels of this CPU; bands of at
+    most half a vector take the paired-row kernels (odd and even key-row counts, additional
+    tokens)."""
     pb = dict(rank=2, spatial=(19, 37), kernel=kernel, stride=(1, 1), dilation=(1, 1), causal=(False, False),
               batch=1, heads=2, heads_kv=1, dim=dim, dim_v=dim, n_add=n_add, packed=False)
     check(pb, "float32", dim)
@@ -160,7 +163,9 @@ def test_capped_isa_kernels(isa):
         "t.check(dict(t.FEATURES['1d_large_kernel'], batch=1, heads=2, heads_kv=2, dim=64, dim_v=64, n_add=0,"
         " packed=False), 'float32', 2)\n"
         "t.check(dict(t.FEATURES['2d_vision_7x7'], spatial=(9, 37), kernel=(3, 13), batch=1, heads=1, heads_kv=1,"
-        " dim=32, dim_v=48, n_add=2, packed=False), 'float32', 3)\n" % os.path.dirname(os.path.abspath(__file__)))
+        " dim=32, dim_v=48, n_add=2, packed=False), 'float32', 3)\n"
+        "t.check(dict(t.FEATURES['2d_vision_7x7'], spatial=(9, 21), kernel=(4, 3), batch=1, heads=2, heads_kv=1,"
+        " dim=24, dim_v=16, n_add=3, packed=False), 'float32', 4)\n" % os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, NHOOD_CPU_ISA=isa)
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
 

@@ -3,6 +3,7 @@
 // softmax (the whole row is in the buffer, so no online rescaling), and P.V.
 // Parallel over batch x heads x tiles; every output row is written by exactly
 // one task, so there is nothing to synchronize.
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -92,14 +93,40 @@ void forward_impl(const Params& p) {
           smax.resize(size_t(seg.m));
           ssum.resize(size_t(seg.m));
           const int64_t nr = seg.nrows(), nyw = seg.ry1 - seg.ry0;
-          const int64_t M = v_finite ? band_group_size(kt, seg, dims.d, dims.dvpad) : 1;
+          // Paired rows (two key rows per vector) when every band of the
+          // groups fits half a vector: 2 queries of a 7-wide window on
+          // AVX-512 (3-wide on AVX2). Halves QK^T and softmax vectors.
+          const int64_t half = vec / 2;
+          int64_t M = v_finite ? 2 : 1;
+          bool paired = kt.band_qk2 != nullptr && nyw == nr;
+          for (int64_t i0 = 0; paired && i0 < seg.m; i0 += M)
+            paired = seg.hi[size_t(std::min(i0 + M, seg.m) - 1)] - seg.lo[size_t(i0)] <= half;
+          if (!paired) M = v_finite ? band_group_size(kt, seg, dims.d, dims.dvpad) : 1;
           for (int64_t i0 = 0; i0 < seg.m; i0 += M) {
             const int64_t mb = seg.m - i0 < M ? seg.m - i0 : M;
             const int64_t c0 = seg.lo[size_t(i0)], bw = seg.hi[size_t(i0 + mb - 1)] - c0;
-            const int64_t nvb = (bw + vec - 1) / vec, rowlen = nvb * vec, lds = nr * rowlen + tail;
-            S.resize(size_t(mb * lds));
             const float* A = qs.data() + i0 * dims.dpad;
             float* Og = O.data() + i0 * dims.dvpad;
+            if (paired) {
+              const int64_t body = (nr + 1) / 2 * vec, lds = body + tail;
+              S.resize(size_t(mb * lds));
+              kt.band_qk2(mb, nr, dims.d, A, dims.dpad, kpack.cols.data() + seg.box_row(0) * kstride + c0, kstride,
+                          kpack.wpad, S.data(), lds);
+              if (dims.nadd)
+                kt.band_qk(mb, tail / vec, 1, dims.d, A, dims.dpad, kpack.add_cols.data(), 0, apadc,
+                           S.data() + body, tail, lds);
+              kt.band_softmax2(mb, S.data(), lds, nr, seg.lo.data() + i0, seg.hi.data() + i0, c0, dims.nadd,
+                               smax.data() + i0, ssum.data() + i0);
+              kt.band_pv(mb, nr, bw, S.data(), half, lds,
+                         vpack.rows.data() + (seg.box_row(0) * vpack.nz + c0) * dims.dvpad, vstride, dims.dvpad, Og,
+                         dims.dvpad, dims.dvpad);
+              if (dims.nadd)
+                kt.band_pv(mb, 1, dims.nadd, S.data() + body, tail, lds, vpack.add_rows.data(), 0, dims.dvpad, Og,
+                           dims.dvpad, dims.dvpad);
+              continue;
+            }
+            const int64_t nvb = (bw + vec - 1) / vec, rowlen = nvb * vec, lds = nr * rowlen + tail;
+            S.resize(size_t(mb * lds));
             for (int64_t rr0 = 0; rr0 < nr; rr0 += nyw)
               kt.band_qk(mb, nvb, nyw, dims.d, A, dims.dpad, kpack.cols.data() + seg.box_row(rr0) * kstride + c0,
                          kstride, kpack.wpad, S.data() + rr0 * rowlen, rowlen, lds);

@@ -430,23 +430,39 @@ void band_softmax(int64_t m, float* S, int64_t lds, int64_t nrows, int64_t rowle
 template <int M, int NV>
 void pv_tile(int64_t nrows, int64_t bw, const float* P, int64_t rowlen, int64_t lds, const float* V, int64_t vstride,
              int64_t ldv, float* O, int64_t ldo) {
-  vf acc[M][NV];
+  // Fewer than 8 accumulators (e.g. 2 queries x 2 vectors for d = 32) would
+  // be latency-bound: then even and odd columns w go to separate sets.
+  constexpr int NS = M * NV <= 4 ? 2 : 1;
+  vf acc[NS][M][NV];
   for (int i = 0; i < M; ++i)
-    for (int v = 0; v < NV; ++v) acc[i][v] = load(O + i * ldo + v * W);
+    for (int v = 0; v < NV; ++v) {
+      acc[0][i][v] = load(O + i * ldo + v * W);
+      if (NS > 1) acc[NS - 1][i][v] = vf{};
+    }
   for (int64_t r = 0; r < nrows; ++r) {
     const float* vr = V + r * vstride;
     const float* pr = P + r * rowlen;
-    for (int64_t w = 0; w < bw; ++w) {
+    int64_t w = 0;
+    for (; w + NS <= bw; w += NS)
+      for (int k = 0; k < NS; ++k) {
+        vf b[NV];
+        for (int v = 0; v < NV; ++v) b[v] = load(vr + (w + k) * ldv + v * W);
+        for (int i = 0; i < M; ++i) {
+          const vf p = splat(pr[i * lds + w + k]);
+          for (int v = 0; v < NV; ++v) acc[k][i][v] += p * b[v];
+        }
+      }
+    for (; w < bw; ++w) {
       vf b[NV];
       for (int v = 0; v < NV; ++v) b[v] = load(vr + w * ldv + v * W);
       for (int i = 0; i < M; ++i) {
         const vf p = splat(pr[i * lds + w]);
-        for (int v = 0; v < NV; ++v) acc[i][v] += p * b[v];
+        for (int v = 0; v < NV; ++v) acc[0][i][v] += p * b[v];
       }
     }
   }
   for (int i = 0; i < M; ++i)
-    for (int v = 0; v < NV; ++v) store(O + i * ldo + v * W, acc[i][v]);
+    for (int v = 0; v < NV; ++v) store(O + i * ldo + v * W, NS > 1 ? acc[0][i][v] + acc[NS - 1][i][v] : acc[0][i][v]);
 }
 
 template <int M>
@@ -482,6 +498,159 @@ void band_pv(int64_t m, int64_t nrows, int64_t bw, const float* P, int64_t rowle
     default: break;
   }
 }
+
+// ---- paired rows (forward, narrow bands) ----------------------------------
+// When every band of a group is at most H = W/2 columns wide (7-wide windows
+// with 2 queries on AVX-512), two key rows share one vector: lanes [0, H)
+// hold row 2p, lanes [H, W) row 2p+1, i.e. S[i*lds + r*H + w] (rowlen H):
+// band_pv reads that layout unchanged with rowlen = H, while QK^T and the
+// softmax touch half as many vectors. With an odd row count the last
+// vector's upper half repeats the last row; the softmax gives it P = 0.
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#if NHOOD_VEC_FLOATS == 16
+#define NHOOD_JOIN(a, b) __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+#elif NHOOD_VEC_FLOATS == 8
+#define NHOOD_JOIN(a, b) __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7)
+#endif
+#endif
+
+#ifdef NHOOD_JOIN
+constexpr int H = W / 2;
+typedef float vh __attribute__((vector_size(H * 4)));
+inline vf load_pair(const float* a, const float* b) {
+  vh x, y;
+  __builtin_memcpy(&x, a, sizeof x);
+  __builtin_memcpy(&y, b, sizeof y);
+  return NHOOD_JOIN(x, y);
+}
+#undef NHOOD_JOIN
+
+// J vectors (row pairs) of M queries; LAST: the last vector holds one row.
+template <int M, int J, bool LAST>
+void qk2_tile(int64_t depth, const float* A, int64_t lda, const float* B, int64_t bstride, int64_t ldb, float* S,
+              int64_t lds) {
+  vf acc[M][J];
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < J; ++j) acc[i][j] = vf{};
+  for (int64_t d = 0; d < depth; ++d) {
+    vf b[J];
+    for (int j = 0; j < J; ++j) {
+      const float* lo = B + 2 * j * bstride + d * ldb;
+      b[j] = load_pair(lo, LAST && j == J - 1 ? lo : lo + bstride);
+    }
+    for (int i = 0; i < M; ++i) {
+      const vf a = splat(A[i * lda + d]);
+      for (int j = 0; j < J; ++j) acc[i][j] += a * b[j];
+    }
+  }
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < J; ++j) store(S + i * lds + j * W, acc[i][j]);
+}
+
+template <int M>
+void qk2_m(int64_t nrows, int64_t depth, const float* A, int64_t lda, const float* B, int64_t bstride, int64_t ldb,
+           float* S, int64_t lds) {
+  constexpr int jmax = kAcc / M > 6 ? 6 : kAcc / M;
+  const int64_t nv = (nrows + 1) / 2, chunks = (nv + jmax - 1) / jmax, jn = (nv + chunks - 1) / chunks;
+  for (int64_t p = 0; p < nv;) {
+    const int64_t j = nv - p < jn ? nv - p : jn;
+    const bool last = p + j == nv && (nrows & 1);
+    const float* b = B + 2 * p * bstride;
+    float* s = S + p * W;
+    switch (j * 2 + (last ? 1 : 0)) {
+#define NHOOD_QK2_CASE(n)                                                                                   \
+  case 2 * n: if (n <= jmax) qk2_tile<M, (n <= jmax ? n : 1), false>(depth, A, lda, b, bstride, ldb, s, lds); break; \
+  case 2 * n + 1: if (n <= jmax) qk2_tile<M, (n <= jmax ? n : 1), true>(depth, A, lda, b, bstride, ldb, s, lds); break;
+      NHOOD_QK2_CASE(1) NHOOD_QK2_CASE(2) NHOOD_QK2_CASE(3) NHOOD_QK2_CASE(4) NHOOD_QK2_CASE(5) NHOOD_QK2_CASE(6)
+#undef NHOOD_QK2_CASE
+      default: break;
+    }
+    p += j;
+  }
+}
+
+void band_qk2(int64_t m, int64_t nrows, int64_t depth, const float* A, int64_t lda, const float* B, int64_t bstride,
+              int64_t ldb, float* S, int64_t lds) {
+  switch (m) {
+    case 1: qk2_m<1>(nrows, depth, A, lda, B, bstride, ldb, S, lds); break;
+    case 2: qk2_m<2>(nrows, depth, A, lda, B, bstride, ldb, S, lds); break;
+    case 3: qk2_m<3>(nrows, depth, A, lda, B, bstride, ldb, S, lds); break;
+    case 4: qk2_m<4>(nrows, depth, A, lda, B, bstride, ldb, S, lds); break;
+    default: break;
+  }
+}
+
+// band_softmax for the paired layout: query i's nrows rows are the
+// ceil(nrows/2) vectors at S + i*lds (lane l: row 2p + l/H, column
+// c0 + l%H), then nt additional-token floats.
+template <int M>
+void softmax2_m(float* S, int64_t lds, int64_t nrows, const int64_t* lo, const int64_t* hi, int64_t c0, int64_t nt,
+                float* max_out, float* sum_out) {
+  const vf ninf = splat(-__builtin_inff());
+  const vf idx = lane_index();
+  vf col;
+  for (int l = 0; l < W; ++l) col[l] = float(l % H);
+  const vi lower = idx < splat(float(H));
+  const int64_t nv = (nrows + 1) / 2, full = nrows / 2;
+  vi mk[M], mlast[M];
+  vf vm[M];
+  for (int i = 0; i < M; ++i) {
+    mk[i] = (col >= splat(float(lo[i] - c0))) & (col < splat(float(hi[i] - c0)));
+    mlast[i] = mk[i] & lower;
+    vm[i] = ninf;
+  }
+  for (int64_t p = 0; p < nv; ++p)
+    for (int i = 0; i < M; ++i) {
+      const vf x = load(S + i * lds + p * W);
+      const vf y = (p < full ? mk[i] : mlast[i]) ? x : ninf;
+      vm[i] = y > vm[i] ? y : vm[i];
+    }
+  const int64_t t0 = nv * W;
+  for (int64_t v = 0; v < nt; v += W) {
+    const vf valid = (vf)(idx + float(v) < splat(float(nt)));
+    for (int i = 0; i < M; ++i) {
+      const vf x = load(S + i * lds + t0 + v);
+      const vf y = (vi)valid ? x : ninf;
+      vm[i] = y > vm[i] ? y : vm[i];
+    }
+  }
+  vf acc[M];
+  for (int i = 0; i < M; ++i) {
+    max_out[i] = hmax(vm[i]);
+    vm[i] = splat(max_out[i]);
+    acc[i] = vf{};
+  }
+  for (int64_t p = 0; p < nv; ++p)
+    for (int i = 0; i < M; ++i) {
+      float* q = S + i * lds + p * W;
+      const vf e = vexp((p < full ? mk[i] : mlast[i]) ? load(q) - vm[i] : ninf);
+      store(q, e);
+      acc[i] += e;
+    }
+  for (int64_t v = 0; v < nt; v += W) {
+    const vf valid = (vf)(idx + float(v) < splat(float(nt)));
+    for (int i = 0; i < M; ++i) {
+      float* q = S + i * lds + t0 + v;
+      const vf e = vexp((vi)valid ? load(q) - vm[i] : ninf);
+      store(q, e);
+      acc[i] += e;
+    }
+  }
+  for (int i = 0; i < M; ++i) sum_out[i] = hsum(acc[i]);
+}
+
+void band_softmax2(int64_t m, float* S, int64_t lds, int64_t nrows, const int64_t* lo, const int64_t* hi, int64_t c0,
+                   int64_t nt, float* max_out, float* sum_out) {
+  switch (m) {
+    case 1: softmax2_m<1>(S, lds, nrows, lo, hi, c0, nt, max_out, sum_out); break;
+    case 2: softmax2_m<2>(S, lds, nrows, lo, hi, c0, nt, max_out, sum_out); break;
+    case 3: softmax2_m<3>(S, lds, nrows, lo, hi, c0, nt, max_out, sum_out); break;
+    case 4: softmax2_m<4>(S, lds, nrows, lo, hi, c0, nt, max_out, sum_out); break;
+    default: break;
+  }
+}
+#define NHOOD_PAIRED 1
+#endif  // NHOOD_JOIN
 
 // dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols (packing K
 // transposed). 4x4 blocks through 4-float vectors: 8 shuffles and 4+4 vector
@@ -519,7 +688,13 @@ void transpose(const float* src, int64_t lds, int64_t rows, int64_t cols, float*
 
 #define NHOOD_STR2(x) #x
 #define NHOOD_STR(x) NHOOD_STR2(x)
+#ifdef NHOOD_PAIRED
+#undef NHOOD_PAIRED
 const KernelTable table = {NHOOD_STR(NHOOD_KERNEL_NS), W, gemm_nt, gemm_nt_blocks, combine, axpy, exp_sum,
-                           band_qk, band_softmax, band_pv, transpose};
+                           band_qk, band_softmax, band_pv, transpose, band_qk2, band_softmax2};
+#else
+const KernelTable table = {NHOOD_STR(NHOOD_KERNEL_NS), W, gemm_nt, gemm_nt_blocks, combine, axpy, exp_sum,
+                           band_qk, band_softmax, band_pv, transpose, nullptr, nullptr};
+#endif
 
 }  // namespace nhood::cpu::fused::NHOOD_KERNEL_NS
