@@ -184,3 +184,32 @@ def test_non_finite_value_reaches_only_the_queries_attending_it():
     hit[0, rows[:, None] & cols[None, :], 0, 5] = True
     assert np.isposinf(out[hit]).all()
     assert np.isfinite(out[~hit]).all()
+
+
+def test_backward_buffers_reused_across_calls():
+    """The backward keeps its buffers (packed KV, dK/dV accumulators, part buffers) per thread
+    across calls and zeroes accumulator rows as it reads them: problems of different sizes in
+    a row, with units split into parts (one kv head) and not (many heads), must give the same
+    bits as their first call and match the reference."""
+    base = dict(rank=2, kernel=(5, 5), stride=(1, 1), dilation=(1, 1), causal=(False, False), batch=1,
+                dim=24, dim_v=16, packed=False)
+    problems = [dict(base, spatial=(20, 23), heads=2, heads_kv=1, n_add=3),   # parts > 1
+                dict(base, spatial=(9, 11), heads=8, heads_kv=8, n_add=0),    # one part per unit
+                dict(base, spatial=(31, 17), heads=16, heads_kv=8, n_add=2),  # larger, GQA
+                dict(base, spatial=(7, 6), heads=1, heads_kv=1, n_add=0)]     # smaller, parts > 1
+    runs = []
+    for seed, pb in enumerate(problems):
+        rng = np.random.default_rng(seed)
+        q, k, v, extra, d_out = make_arrays(pb, "float32", rng)
+        args = dict(kernel_size=pb["kernel"], **extra)
+        out, lse = nhood.na2d(q, k, v, return_lse=True, backend="reference", **args)
+        runs.append((q, k, v, out, lse, d_out, args))
+    first = [nhood.na2d_backward(*r[:6], backend="cpu", **r[6]) for r in runs]
+    for r, g0 in zip(runs, first):
+        ref = nhood.na2d_backward(*r[:6], backend="reference", **r[6])
+        for a, b in zip(g0, ref):
+            assert rel(a, b) <= 1e-5
+    for _ in range(2):
+        for r, g0 in zip(reversed(runs), reversed(first)):
+            for a, b in zip(nhood.na2d_backward(*r[:6], backend="cpu", **r[6]), g0):
+                np.testing.assert_array_equal(a, b)

@@ -8,7 +8,15 @@
 // fewer (batch, kv head) pairs than 2x threads, each pair's tiles are split
 // into `parts` with separate buffers; a second pass sums the parts in a fixed
 // order, so results do not depend on scheduling (deterministic, no races).
+//
+// Buffers (packed KV, logits, rows, the dK/dV accumulators) are kept across
+// calls (thread_local workspace as in the forward): no allocation, page
+// faults or zero-fill pass per call. Accumulators start each unit at zero
+// because whoever reads a finished row (the store at the end of a unit, or
+// the part sum) zeroes it right after, while it is in L1; a flag notes a
+// buffer left dirty by an interrupted call, which then gets one full fill.
 #include <algorithm>
+#include <cstring>
 
 #include "fused_backend.hpp"
 #include "fused_tile.hpp"
@@ -16,6 +24,36 @@
 
 namespace nhood::cpu::fused {
 namespace {
+
+// A float32 accumulator that is all zeros between uses (`clean`). Buffers
+// above kKeepFloats are given back at the end of a call instead of being
+// kept (a large problem would otherwise hold threads x its size for good).
+struct ZeroBuf {
+  FloatBuf data;
+  bool clean = true;
+  static constexpr size_t kKeepFloats = size_t(4) << 20;  // 16 MiB
+  float* get(size_t n) {
+    if (data.size() < n) {
+      data = FloatBuf();
+      data.resize(n);
+      clean = false;
+    }
+    if (!clean) std::fill(data.begin(), data.end(), 0.0f);
+    clean = false;  // until the user has zeroed what it wrote
+    return data.data();
+  }
+  void done() {  // the user zeroed every element it wrote
+    clean = true;
+    if (data.size() > kKeepFloats) data = FloatBuf();
+  }
+};
+
+struct Workspace {
+  Packed kpack, vpack;
+  Segment seg;
+  FloatBuf qs, dos, prob, dprob, pc, dc, acc;
+  ZeroBuf local;  // one unit's dK/dV (when units are not split into parts)
+};
 
 template <typename T>
 void backward_impl(const Params& p) {
@@ -32,9 +70,11 @@ void backward_impl(const Params& p) {
   const int64_t ly = p.axis[1].length, lz = p.axis[2].length, tokens = p.tokens();
   const int64_t keys = tokens + dims.nadd;  // accumulator rows: grid keys then additional keys
   const int64_t per_part = keys * (dims.dpad + dims.dvpad);
-  // Shared part buffers only when units are split; otherwise each task keeps
-  // one unit's accumulator (memory: threads x one unit, not all units).
-  std::vector<float> grads(size_t(parts > 1 ? units * parts * per_part : 0), 0.0f);
+  // Shared part buffers only when units are split (owned by the calling
+  // thread, kept across its calls); otherwise each thread keeps one unit's
+  // accumulator (memory: threads x one unit, not all units).
+  static thread_local ZeroBuf grads_buf;
+  float* const grads = parts > 1 ? grads_buf.get(size_t(units * parts * per_part)) : nullptr;
   T* dk = static_cast<T*>(p.dk.data);
   T* dv = static_cast<T*>(p.dv.data);
   T* dak = static_cast<T*>(p.d_add_k.data);
@@ -59,14 +99,15 @@ void backward_impl(const Params& p) {
   T* dq = static_cast<T*>(p.dq.data);
 
   parallel_for(units * parts, 1, [&](int64_t begin, int64_t end) {
-    Packed kpack, vpack;
-    Segment seg;
-    std::vector<float> qs, dos, prob, dprob, pc, dc, acc(size_t(dims.dpad)), local;
+    static thread_local Workspace ws;
+    Packed &kpack = ws.kpack, &vpack = ws.vpack;
+    Segment& seg = ws.seg;
+    FloatBuf &qs = ws.qs, &dos = ws.dos, &prob = ws.prob, &dprob = ws.dprob, &pc = ws.pc, &dc = ws.dc, &acc = ws.acc;
+    acc.resize(size_t(dims.dpad));
     for (int64_t work = begin; work < end; ++work) {
       const int64_t part = work % parts, unit = work / parts;
       const int64_t hk = unit % p.heads_kv, b = unit / p.heads_kv;
-      if (parts == 1) local.assign(size_t(per_part), 0.0f);
-      float* dk_acc = parts > 1 ? grads.data() + work * per_part : local.data();
+      float* dk_acc = parts > 1 ? grads + work * per_part : ws.local.get(size_t(per_part));
       float* dv_acc = dk_acc + keys * dims.dpad;
       for (int64_t item = items * part / parts; item < items * (part + 1) / parts; ++item) {
         const int64_t h = hk * group + item / ntiles, t = item % ntiles;
@@ -110,7 +151,7 @@ void backward_impl(const Params& p) {
                 delta += pr[j] * ds[j];
               }
               for (int64_t j = 0; j < n; ++j) ds[j] = pr[j] * (ds[j] - delta);
-              acc.assign(size_t(dims.dpad), 0.0f);
+              std::fill(acc.begin(), acc.end(), 0.0f);
               combine_row(kt, seg, i, kpack, dims.dpad, dims.nadd, ds, acc.data());
               store_row(dq + offset(p.dq, b, x, y, z, h), p.dq.sd, dims.d, acc.data(), scale);
               // dK_j += dS_ij * (scale * q_i), dV_j += P_ij * dO_i
@@ -133,9 +174,16 @@ void backward_impl(const Params& p) {
             }
           }
       }
-      if (parts == 1)
-        for (int64_t key = 0; key < keys; ++key)
-          store_key(unit, key, dk_acc + key * dims.dpad, dv_acc + key * dims.dvpad);
+      if (parts == 1) {
+        for (int64_t key = 0; key < keys; ++key) {
+          float* gk = dk_acc + key * dims.dpad;
+          float* gv = dv_acc + key * dims.dvpad;
+          store_key(unit, key, gk, gv);
+          std::memset(gk, 0, size_t(dims.dpad) * sizeof(float));
+          std::memset(gv, 0, size_t(dims.dvpad) * sizeof(float));
+        }
+        ws.local.done();
+      }
     }
   });
   if (parts == 1) return;
@@ -148,13 +196,18 @@ void backward_impl(const Params& p) {
       sk.assign(size_t(dims.dpad), 0.0f);
       sv.assign(size_t(dims.dvpad), 0.0f);
       for (int64_t part = 0; part < parts; ++part) {
-        const float* base = grads.data() + (unit * parts + part) * per_part;
-        kt.axpy(dims.dpad, 1.0f, base + key * dims.dpad, sk.data());
-        kt.axpy(dims.dvpad, 1.0f, base + keys * dims.dpad + key * dims.dvpad, sv.data());
+        float* base = grads + (unit * parts + part) * per_part;
+        float* gk = base + key * dims.dpad;
+        float* gv = base + keys * dims.dpad + key * dims.dvpad;
+        kt.axpy(dims.dpad, 1.0f, gk, sk.data());
+        kt.axpy(dims.dvpad, 1.0f, gv, sv.data());
+        std::memset(gk, 0, size_t(dims.dpad) * sizeof(float));
+        std::memset(gv, 0, size_t(dims.dvpad) * sizeof(float));
       }
       store_key(unit, key, sk.data(), sv.data());
     }
   });
+  grads_buf.done();
 }
 
 }  // namespace
