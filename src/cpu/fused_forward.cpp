@@ -14,18 +14,6 @@
 namespace nhood::cpu::fused {
 namespace {
 
-// Whether a packed buffer holds only finite floats (no inf/NaN): exponent
-// bits not all ones. Integer OR-reduction, so the loop vectorizes.
-bool all_finite(const FloatBuf& v) {
-  uint32_t bad = 0;
-  for (const float x : v) {
-    uint32_t bits;
-    std::memcpy(&bits, &x, sizeof bits);
-    bad |= uint32_t((bits & 0x7f800000u) == 0x7f800000u);
-  }
-  return bad == 0;
-}
-
 // Buffers of one thread, kept across calls (thread_local: the pool's workers
 // and the calling thread each own one), so a call allocates nothing once the
 // shapes have been seen: no page faults, no zero-fills of fresh vectors.
@@ -77,7 +65,7 @@ void forward_impl(const Params& p) {
       // query does not attend into NaN. With such values in the box, groups
       // of one query: their band is exactly the query's window (IEEE
       // semantics of the reference, tests/test_errors.py).
-      const bool v_finite = all_finite(vpack.rows);  // additional tokens are attended by every query
+      const bool v_finite = vpack.rows_finite;  // additional tokens are attended by every query
       const int64_t kstride = dims.d * kpack.wpad, vstride = vpack.nz * dims.dvpad;
       for (int64_t ix = 0; ix < s[0].count; ++ix)
         for (int64_t iy = 0; iy < s[1].count; ++iy) {
