@@ -350,6 +350,49 @@ inline float hsum(vf v) {
 }
 #endif
 
+// Pieces shared by both band-group softmax layouts (softmax_m, softmax2_m):
+// the additional-token tail (the nt floats at S + i*lds + t0 of each query,
+// lanes past nt ignored) and turning the running maxima into scalars.
+template <int M>
+inline void tail_max(const float* S, int64_t lds, int64_t t0, int64_t nt, vf* vm) {
+  const vf ninf = splat(-__builtin_inff());
+  const vf idx = lane_index();
+  for (int64_t v = 0; v < nt; v += W) {
+    const vf valid = (vf)(idx + float(v) < splat(float(nt)));
+    for (int i = 0; i < M; ++i) {
+      const vf x = load(S + i * lds + t0 + v);
+      const vf y = (vi)valid ? x : ninf;
+      vm[i] = y > vm[i] ? y : vm[i];
+    }
+  }
+}
+
+// max_out[i] = horizontal max of vm[i], splatted back into vm[i]; acc zeroed.
+template <int M>
+inline void finish_max(vf* vm, float* max_out, vf* acc) {
+  for (int i = 0; i < M; ++i) {
+    max_out[i] = hmax(vm[i]);
+    vm[i] = splat(max_out[i]);
+    acc[i] = vf{};
+  }
+}
+
+// exp(x - max) over the tail (exactly 0 past nt), summed into acc.
+template <int M>
+inline void tail_exp(float* S, int64_t lds, int64_t t0, int64_t nt, const vf* vm, vf* acc) {
+  const vf ninf = splat(-__builtin_inff());
+  const vf idx = lane_index();
+  for (int64_t v = 0; v < nt; v += W) {
+    const vf valid = (vf)(idx + float(v) < splat(float(nt)));
+    for (int i = 0; i < M; ++i) {
+      float* p = S + i * lds + t0 + v;
+      const vf e = vexp((vi)valid ? load(p) - vm[i] : ninf);
+      store(p, e);
+      acc[i] += e;
+    }
+  }
+}
+
 // Softmax numerators of the M queries of a band group, interleaved so their
 // dependency chains (max, exp, sums) overlap. Query i: lanes [lo[i] - c0,
 // hi[i] - c0) of its nrows rows (S + i*lds, rowlen floats apart) and the first
@@ -376,20 +419,9 @@ void softmax_m(float* S, int64_t lds, int64_t nrows, int64_t rowlen, const int64
       }
     }
   const int64_t t0 = nrows * rowlen;
-  for (int64_t v = 0; v < nt; v += W) {
-    const vf valid = (vf)(idx + float(v) < splat(float(nt)));
-    for (int i = 0; i < M; ++i) {
-      const vf x = load(S + i * lds + t0 + v);
-      const vf y = (vi)valid ? x : ninf;
-      vm[i] = y > vm[i] ? y : vm[i];
-    }
-  }
+  tail_max<M>(S, lds, t0, nt, vm);
   vf acc[M];
-  for (int i = 0; i < M; ++i) {
-    max_out[i] = hmax(vm[i]);
-    vm[i] = splat(max_out[i]);
-    acc[i] = vf{};
-  }
+  finish_max<M>(vm, max_out, acc);
   for (int64_t r = 0; r < nrows; ++r)
     for (int64_t v = 0; v < rowlen; v += W) {
       const vf c = idx + float(v);
@@ -400,15 +432,7 @@ void softmax_m(float* S, int64_t lds, int64_t nrows, int64_t rowlen, const int64
         acc[i] += e;
       }
     }
-  for (int64_t v = 0; v < nt; v += W) {
-    const vf valid = (vf)(idx + float(v) < splat(float(nt)));
-    for (int i = 0; i < M; ++i) {
-      float* p = S + i * lds + t0 + v;
-      const vf e = vexp((vi)valid ? load(p) - vm[i] : ninf);
-      store(p, e);
-      acc[i] += e;
-    }
-  }
+  tail_exp<M>(S, lds, t0, nt, vm, acc);
   for (int i = 0; i < M; ++i) sum_out[i] = hsum(acc[i]);
 }
 
@@ -606,20 +630,9 @@ void softmax2_m(float* S, int64_t lds, int64_t nrows, const int64_t* lo, const i
       vm[i] = y > vm[i] ? y : vm[i];
     }
   const int64_t t0 = nv * W;
-  for (int64_t v = 0; v < nt; v += W) {
-    const vf valid = (vf)(idx + float(v) < splat(float(nt)));
-    for (int i = 0; i < M; ++i) {
-      const vf x = load(S + i * lds + t0 + v);
-      const vf y = (vi)valid ? x : ninf;
-      vm[i] = y > vm[i] ? y : vm[i];
-    }
-  }
+  tail_max<M>(S, lds, t0, nt, vm);
   vf acc[M];
-  for (int i = 0; i < M; ++i) {
-    max_out[i] = hmax(vm[i]);
-    vm[i] = splat(max_out[i]);
-    acc[i] = vf{};
-  }
+  finish_max<M>(vm, max_out, acc);
   for (int64_t p = 0; p < nv; ++p)
     for (int i = 0; i < M; ++i) {
       float* q = S + i * lds + p * W;
@@ -627,15 +640,7 @@ void softmax2_m(float* S, int64_t lds, int64_t nrows, const int64_t* lo, const i
       store(q, e);
       acc[i] += e;
     }
-  for (int64_t v = 0; v < nt; v += W) {
-    const vf valid = (vf)(idx + float(v) < splat(float(nt)));
-    for (int i = 0; i < M; ++i) {
-      float* q = S + i * lds + t0 + v;
-      const vf e = vexp((vi)valid ? load(q) - vm[i] : ninf);
-      store(q, e);
-      acc[i] += e;
-    }
-  }
+  tail_exp<M>(S, lds, t0, nt, vm, acc);
   for (int i = 0; i < M; ++i) sum_out[i] = hsum(acc[i]);
 }
 
