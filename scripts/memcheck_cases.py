@@ -21,11 +21,13 @@ CASES = [  # spatial, kernel, stride, dilation, causal, heads, heads_kv, dim, di
     ((4, 5, 6), (3, 2, 5), (1, 2, 3), (1, 2, 1), (False, True, False), 2, 2, 4, 6, 1),
 ]
 # Tensor-core backends (fused, hopper): half types, head dims they take;
-# shapes that leave partial tiles on every axis, >1 tile of additional tokens.
+# shapes that leave partial tiles on every axis, >1 tile of additional tokens;
+# without additional tokens hopper runs its own backward kernels.
 TC_CASES = [
     ((300,), 33, 3, 2, True, 2, 1, 64, 64, 130),
     ((19, 23), (5, 8), (1, 2), (2, 1), (False, True), 2, 2, 128, 128, 3),
     ((5, 9, 11), (3, 4, 5), (1, 2, 1), (1, 1, 2), (False, False, True), 2, 1, 64, 64, 0),
+    ((17, 21), (7, 6), (2, 1), (1, 2), (True, False), 4, 2, 128, 128, 0),  # hopper's own backward at 128
 ]
 
 

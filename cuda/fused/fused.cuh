@@ -197,22 +197,26 @@ struct BlockTile {
 
 // The KV side of a query block: neighborhood box [kb, ke) per axis, the
 // intersection of all valid rows' windows [ib, ie), and the inner tiles.
+// With `inverse`, the same for a block of keys and the queries attending
+// them (inverse windows; no additional tokens), as the dK/dV passes walk.
 struct KvWalk {
   int kb[3], ke[3], ib[3], ie[3], nk[3];
   int n_spatial, n_total;
-  __device__ void init(const Params& p, const Geo& geo, const BlockTile& bt, int bk) {
+  __device__ void init(const Params& p, const Geo& geo, const BlockTile& bt, int bk, bool inverse = false) {
 #pragma unroll
     for (int a = 0; a < 3; ++a) {
-      const IndexRange wf = window_in_group(p.axis[a], bt.p0[a], bt.lg[a]);
-      const IndexRange wl = window_in_group(p.axis[a], bt.pend[a] - 1, bt.lg[a]);
+      const IndexRange wf = inverse ? inverse_window_in_group(p.axis[a], bt.p0[a], bt.lg[a])
+                                    : window_in_group(p.axis[a], bt.p0[a], bt.lg[a]);
+      const IndexRange wl = inverse ? inverse_window_in_group(p.axis[a], bt.pend[a] - 1, bt.lg[a])
+                                    : window_in_group(p.axis[a], bt.pend[a] - 1, bt.lg[a]);
       kb[a] = int(wf.begin);
       ke[a] = int(wl.end);
       ib[a] = int(wl.begin);
       ie[a] = int(wf.end);
-      nk[a] = ceil_div(ke[a] - kb[a], geo.u[a]);
+      nk[a] = max(0, ceil_div(ke[a] - kb[a], geo.u[a]));  // an inverse box can be empty
     }
     n_spatial = nk[0] * nk[1] * nk[2];
-    n_total = n_spatial + ceil_div(int(p.n_additional), bk);
+    n_total = n_spatial + (inverse ? 0 : ceil_div(int(p.n_additional), bk));
   }
   // Origin of spatial inner tile `it`; returns whether it needs no mask.
   __device__ bool origin(const Geo& geo, int it, int* j0) const {

@@ -1,9 +1,10 @@
 // The `hopper` backend row: support checks, tensor maps, persistent grid
-// size and the (dtype, head dim) switch. Kernels: forward.cuh.
+// size and the (dtype, head dim) switch. Kernels: forward.cuh, backward.cuh.
 //
-// Forward runs the sm_90a kernels. Backward currently runs the fused
-// backend's mma.sync kernels (same results; DESIGN section 5's hopper
-// backward is not written yet), so training through backend="hopper" works.
+// Backward runs the sm_90a kernels (a delta pass shared with the fused
+// backend, then the dQ and dK/dV passes) where they apply and the fused
+// backend's mma.sync kernels otherwise (additional KV tokens, layouts TMA
+// cannot read), so training through backend="hopper" always works.
 #include <cuda_runtime.h>
 
 #include <cstdlib>
@@ -12,17 +13,23 @@
 #include "../../src/backend.hpp"
 #include "../common/check.cuh"
 #include "../common/device_guard.cuh"
+#include "../common/workspace.cuh"
 #include "../fused/geometry.hpp"
-#include "forward.cuh"  // declarations only: kernels are instantiated in inst_*.cu
+#include "backward.cuh"  // declarations only: kernels are instantiated in inst_*.cu
+#include "forward.cuh"
 #include "tensor_maps.hpp"
 
 namespace nhood::detail {
 BackendEntry fused_backend();
 }
+namespace nhood::fused {
+template <class T, int HD> void launch_delta(const Params&, float*, cudaStream_t);
+}
 
 namespace nhood::hopper {
 
 template <class T, int HD> void launch_forward(const FwdArgs&, int, cudaStream_t);
+template <class T, int HD, bool KeyMajor> void launch_backward(const BwdArgs&, int, cudaStream_t);
 
 namespace {
 
@@ -51,8 +58,10 @@ const DeviceInfo& device_info(int index) {
 }
 
 Geo geometry(const Params& p) { return fused::make_geo(p, kTileRows, kTileKeys, false); }
+// Backward: block tiles of 128 tokens (queries or keys), ring tiles of 64.
+Geo backward_geometry(const Params& p) { return fused::make_geo(p, kBwdBlockRows, kBwdRingRows, true); }
 
-std::string forward_unsupported(const Params& p) {
+std::string common_unsupported(const Params& p) {
   if (p.dtype != DType::float16 && p.dtype != DType::bfloat16) return "hopper runs float16 and bfloat16 only";
   if (p.head_dim != p.head_dim_v || (p.head_dim != 64 && p.head_dim != 128))
     return "hopper needs head_dim == head_dim_v in {64, 128} (fused runs the others)";
@@ -60,26 +69,58 @@ std::string forward_unsupported(const Params& p) {
   if (!device_info(p.device.index).sm90) return "hopper needs a GPU of compute capability 9.0 (H100/H200)";
   for (int a = 0; a < 3; ++a)
     if (p.axis[a].length >= (int64_t(1) << 30)) return "hopper needs spatial axes shorter than 2^30";
-  const Geo g = geometry(p);
+  return {};
+}
+
+std::string tiling_unsupported(const Params& p, const Geo& g) {
   if (int64_t(g.n_spatial_blocks) * p.heads * p.batch >= (int64_t(1) << 31))
-    return "hopper needs fewer than 2^31 (query tile, head, batch) work items";
+    return "hopper needs fewer than 2^31 (tile, head, batch) work items";
   for (int a = 0; a < 3; ++a) {
     const int d = p.axis[a].dilation;
     // The copy engine steps a box dimension by at most 8 elements and spans at most 256.
     if (d > 8 || g.t[a] * d > 256 || g.u[a] * d > 256) return "hopper supports dilation up to 8 (tile span 256 tokens)";
   }
-  std::string why = tensor_map_unsupported(p.q, p, p.heads, p.head_dim);
+  return {};
+}
+
+std::string pair_store_unsupported(const detail::Operand& o, const char* name) {
+  if (o.sd != 1 || reinterpret_cast<uintptr_t>(o.data) % 4 || (o.sb | o.sx | o.sy | o.sz | o.sh) % 2)
+    return std::string("hopper writes ") + name +
+           " as element pairs: it needs a unit-stride head dimension and even strides";
+  return {};
+}
+
+std::string forward_unsupported(const Params& p) {
+  std::string why = common_unsupported(p);
+  if (why.empty()) why = tiling_unsupported(p, geometry(p));
+  if (why.empty()) why = tensor_map_unsupported(p.q, p, p.heads, p.head_dim);
   if (why.empty()) why = tensor_map_unsupported(p.k, p, p.heads_kv, p.head_dim);
   if (why.empty()) why = tensor_map_unsupported(p.v, p, p.heads_kv, p.head_dim_v);
   if (why.empty()) why = tensor_map_unsupported(p.add_k, p, p.heads_kv, p.head_dim);
   if (why.empty()) why = tensor_map_unsupported(p.add_v, p, p.heads_kv, p.head_dim_v);
-  if (!why.empty()) return why;
-  const detail::Operand& o = p.out;
-  if (o.sd != 1 || reinterpret_cast<uintptr_t>(o.data) % 4 || (o.sb | o.sx | o.sy | o.sz | o.sh) % 2)
-    return "hopper writes outputs as element pairs: out needs a unit-stride head dimension and even strides";
-  return {};
+  if (why.empty()) why = pair_store_unsupported(p.out, "out");
+  return why;
 }
 
+// Empty if the sm_90a backward kernels take the problem; otherwise the
+// fused backward runs it.
+std::string backward_kernels_unsupported(const Params& p) {
+  if (p.n_additional > 0) return "hopper's backward kernels do not take additional KV tokens";
+  if (!p.lse.data) return "hopper's backward needs the forward's lse";
+  std::string why = common_unsupported(p);
+  if (why.empty()) why = tiling_unsupported(p, backward_geometry(p));
+  if (why.empty()) why = tensor_map_unsupported(p.q, p, p.heads, p.head_dim);
+  if (why.empty()) why = tensor_map_unsupported(p.k, p, p.heads_kv, p.head_dim);
+  if (why.empty()) why = tensor_map_unsupported(p.v, p, p.heads_kv, p.head_dim_v);
+  if (why.empty()) why = tensor_map_unsupported(p.d_out, p, p.heads, p.head_dim_v);
+  if (why.empty()) why = pair_store_unsupported(p.dq, "dq");
+  if (why.empty()) why = pair_store_unsupported(p.dk, "dk");
+  if (why.empty()) why = pair_store_unsupported(p.dv, "dv");
+  return why;
+}
+
+// Backward support is the fused backward's: it runs whatever the sm_90a
+// backward kernels do not take.
 std::string unsupported(const Params& p, bool backward) {
   if (backward) return detail::fused_backend().unsupported_reason(p, true);
   return forward_unsupported(p);
@@ -115,7 +156,46 @@ void forward(const Params& p, void* stream) {
   }
 }
 
-void backward(const Params& p, void* stream) { detail::fused_backend().backward(p, stream); }
+template <class T, int HD>
+void run_backward(const Params& p, cudaStream_t s) {
+  cuda::Workspace delta(size_t(p.batch * p.tokens() * p.heads) * sizeof(float), s);
+  fused::launch_delta<T, HD>(p, delta.as<float>(), s);
+  BwdArgs a{};
+  a.p = p;
+  a.geo = backward_geometry(p);
+  a.geo.delta = delta.as<float>();
+  a.n_tiles = a.geo.n_spatial_blocks;
+  const int sms = device_info(p.device.index).sms;
+  // dQ: blocks of queries, ring over their keys.
+  a.x = token_tensor_map(p.q, p, p.heads, HD, a.geo.t);
+  a.y = token_tensor_map(p.d_out, p, p.heads, HD, a.geo.t);
+  a.xr = token_tensor_map(p.k, p, p.heads_kv, HD, a.geo.u);
+  a.yr = token_tensor_map(p.v, p, p.heads_kv, HD, a.geo.u);
+  a.heads = int(p.heads);
+  a.n_items = int(int64_t(a.n_tiles) * p.heads * p.batch);
+  launch_backward<T, HD, false>(a, std::min(a.n_items, sms), s);
+  // dK/dV: blocks of keys, ring over the queries attending them.
+  a.x = token_tensor_map(p.k, p, p.heads_kv, HD, a.geo.t);
+  a.y = token_tensor_map(p.v, p, p.heads_kv, HD, a.geo.t);
+  a.xr = token_tensor_map(p.q, p, p.heads, HD, a.geo.u);
+  a.yr = token_tensor_map(p.d_out, p, p.heads, HD, a.geo.u);
+  a.heads = int(p.heads_kv);
+  a.n_items = int(int64_t(a.n_tiles) * p.heads_kv * p.batch);
+  launch_backward<T, HD, true>(a, std::min(a.n_items, sms), s);
+}
+
+void backward(const Params& p, void* stream) {
+  if (!backward_kernels_unsupported(p).empty()) return detail::fused_backend().backward(p, stream);
+  if (p.batch == 0 || p.heads == 0 || p.tokens() == 0) return;
+  cuda::DeviceGuard guard(p.device.index);
+  const auto s = static_cast<cudaStream_t>(stream);
+  const bool half = p.dtype == DType::float16;
+  if (p.head_dim == 64) {
+    half ? run_backward<__half, 64>(p, s) : run_backward<__nv_bfloat16, 64>(p, s);
+  } else {
+    half ? run_backward<__half, 128>(p, s) : run_backward<__nv_bfloat16, 128>(p, s);
+  }
+}
 
 }  // namespace
 }  // namespace nhood::hopper

@@ -18,20 +18,10 @@
 // MMAs differ.
 #pragma once
 
-#include <cuda.h>
-
-#include <cmath>
-
-#include "../fused/fused.cuh"
-#include "ptx.cuh"
+#include "pipeline.cuh"
 #include "wgmma.cuh"
 
 namespace nhood::hopper {
-
-using detail::Params;
-using fused::BlockTile;
-using fused::Geo;
-using fused::KvWalk;
 
 constexpr int kConsumers = 2;          // consumer warpgroups, 64 query rows each
 constexpr int kThreads = 128 * (1 + kConsumers);
@@ -64,20 +54,6 @@ struct FwdArgs {
   bool pingpong;  // consumers take turns at the tensor cores (NHOOD_HOPPER_PINGPONG=0 turns it off)
 };
 
-// Work item -> (tile, head, batch); tiles vary fastest so concurrently
-// running CTAs share KV halos in L2.
-struct Item {
-  int tile, h, b;
-  __device__ Item(const FwdArgs& a, int item) {
-    tile = item % a.n_tiles;
-    h = (item / a.n_tiles) % int(a.p.heads);
-    b = item / (a.n_tiles * int(a.p.heads));
-  }
-};
-
-__device__ __forceinline__ int coord(const Params& p, const BlockTile& bt, int axis, int pos) {
-  return bt.g[axis] + p.axis[axis].dilation * pos;
-}
 
 struct Barriers {
   uint64_t q_full, q_empty;
@@ -86,28 +62,6 @@ struct Barriers {
   uint64_t k_full[5], v_full[5], k_empty[5], v_empty[5];
 };
 
-// Pairwise reduction of N (a power of two) registers: depth log2(N) instead
-// of an N-long dependent chain. Compile-time strides keep t in registers.
-template <int N, class Op>
-__device__ __forceinline__ float tree_reduce(float* t, Op op) {
-  if constexpr (N == 1) {
-    return t[0];
-  } else {
-#pragma unroll
-    for (int n = 0; n < N / 2; ++n) t[n] = op(t[n], t[n + N / 2]);
-    return tree_reduce<N / 2>(t, op);
-  }
-}
-
-// Position in the KV ring of shared-memory stages.
-template <int kStages>
-struct Ring {
-  int stage = 0;
-  uint32_t phase = 0;
-  __device__ void advance() {
-    if (++stage == kStages) stage = 0, phase ^= 1;
-  }
-};
 
 template <class T, int HD>
 __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
@@ -116,7 +70,7 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
   Ring<S::kStages> ring;
   uint32_t tiles_done = 0;
   for (int item = blockIdx.x; item < a.n_items; item += gridDim.x) {
-    const Item w(a, item);
+    const Item w(item, a.n_tiles, int(a.p.heads));
     BlockTile bt;
     if (!bt.init(p, a.geo, w.tile)) continue;
     KvWalk kw;
@@ -125,9 +79,7 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
 
     mbar_wait(&bars.q_empty, (tiles_done & 1) ^ 1);
     mbar_arrive_expect_tx(&bars.q_full, S::kQBytes);
-    for (int c = 0; c < S::kPanels; ++c)
-      tma_load_5d(smem + c * S::kQPanel, &a.q, &bars.q_full, w.h * HD + 64 * c, coord(p, bt, 2, bt.p0[2]),
-                  coord(p, bt, 1, bt.p0[1]), coord(p, bt, 0, bt.p0[0]), w.b);
+    load_box<S::kPanels>(smem, &a.q, &bars.q_full, w.h * HD, p, bt, bt.p0, w.b, S::kQPanel);
 
     for (int it = 0; it < kw.n_total; ++it) {
       const int stage = ring.stage;
@@ -138,14 +90,10 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
       if (it < kw.n_spatial) {
         int j0[3];
         kw.origin(a.geo, it, j0);
-        for (int c = 0; c < S::kPanels; ++c)
-          tma_load_5d(sk + c * S::kKVPanel, &a.k, &bars.k_full[stage], hk * HD + 64 * c, coord(p, bt, 2, j0[2]),
-                      coord(p, bt, 1, j0[1]), coord(p, bt, 0, j0[0]), w.b);
+        load_box<S::kPanels>(sk, &a.k, &bars.k_full[stage], hk * HD, p, bt, j0, w.b, S::kKVPanel);
         mbar_wait(&bars.v_empty[stage], ring.phase ^ 1);
         mbar_arrive_expect_tx(&bars.v_full[stage], S::kKVBytes);
-        for (int c = 0; c < S::kPanels; ++c)
-          tma_load_5d(sv + c * S::kKVPanel, &a.v, &bars.v_full[stage], hk * HD + 64 * c, coord(p, bt, 2, j0[2]),
-                      coord(p, bt, 1, j0[1]), coord(p, bt, 0, j0[0]), w.b);
+        load_box<S::kPanels>(sv, &a.v, &bars.v_full[stage], hk * HD, p, bt, j0, w.b, S::kKVPanel);
       } else {
         const int a0 = (it - kw.n_spatial) * kTileKeys;
         for (int c = 0; c < S::kPanels; ++c)
@@ -161,12 +109,6 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
   }
 }
 
-// exp2 on the SFU; inputs are <= 0 (or -inf) here.
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
 
 // Named barriers ordering the two consumers' MMA issue (ping-pong): a
 // consumer waits for its turn, issues its MMAs, then hands the turn over, so
@@ -178,29 +120,6 @@ __device__ __forceinline__ void turn_pass(int consumer) {
   asm volatile("bar.arrive %0, 256;" ::"r"(1 + (consumer ^ 1)) : "memory");
 }
 
-// Sets the logits of this thread's two rows to -inf where the key's local
-// coordinate along `axis` falls outside the row's window. Called only for
-// the axes along which the KV tile is not inside every row's window (most
-// partial tiles are partial along one axis). Unsigned compare: lo <= c < hi.
-__device__ __forceinline__ void mask_axis(float* s, const Geo& geo, int axis, int j0, const int (*win)[6], int lane) {
-  const int sh = geo.ush[axis], um = geo.u[axis] - 1;
-  int lo[2];
-  unsigned len[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    lo[r] = win[r][2 * axis] - j0;
-    len[r] = unsigned(max(win[r][2 * axis + 1] - win[r][2 * axis], 0));
-  }
-#pragma unroll
-  for (int n = 0; n < kTileKeys / 8; ++n)
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const int c = ((8 * n + 2 * (lane & 3) + e) >> sh) & um;
-#pragma unroll
-      for (int r = 0; r < 2; ++r)
-        if (unsigned(c - lo[r]) >= len[r]) s[4 * n + 2 * r + e] = -INFINITY;
-    }
-}
 
 template <class T, int HD>
 __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, int cw) {
@@ -220,7 +139,7 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
   uint32_t tiles_done = 0;
   if (a.pingpong && cw == 1) turn_pass(cw);  // consumer 0 issues first
   for (int item = blockIdx.x; item < a.n_items; item += gridDim.x) {
-    const Item w(a, item);
+    const Item w(item, a.n_tiles, int(a.p.heads));
     BlockTile bt;
     if (!bt.init(p, a.geo, w.tile)) continue;
     KvWalk kw;
@@ -289,7 +208,7 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
         kw.origin(a.geo, j, j0);
 #pragma unroll
         for (int ax = 0; ax < 3; ++ax)
-          if (j0[ax] < kw.ib[ax] || j0[ax] + a.geo.u[ax] > kw.ie[ax]) mask_axis(s, a.geo, ax, j0[ax], win, lane);
+          if (j0[ax] < kw.ib[ax] || j0[ax] + a.geo.u[ax] > kw.ie[ax]) mask_axis<kTileKeys>(s, a.geo, ax, j0[ax], win, lane);
       } else {
         const int left = int(p.n_additional) - (j - kw.n_spatial) * kTileKeys;
         if (left < kTileKeys)
@@ -336,13 +255,7 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
           o[4 * n + 3] *= alpha[1];
         }
       }
-#pragma unroll
-      for (int kk = 0; kk < kTileKeys / 16; ++kk) {
-        pa[kk][0] = fused::pack2<T>(s[8 * kk + 0], s[8 * kk + 1]);
-        pa[kk][1] = fused::pack2<T>(s[8 * kk + 2], s[8 * kk + 3]);
-        pa[kk][2] = fused::pack2<T>(s[8 * kk + 4], s[8 * kk + 5]);
-        pa[kk][3] = fused::pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
-      }
+      pack_a<T, kTileKeys>(pa, s);
       prv = cur;
       cur.advance();
     };
@@ -389,25 +302,24 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
     mbar_arrive(&bars.v_empty[prv.stage]);
 
     // Epilogue: normalize and store this thread's valid rows.
+    float inv[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       float li = l[r];
       li += __shfl_xor_sync(0xffffffffu, li, 1);
       li += __shfl_xor_sync(0xffffffffu, li, 2);
-      if (!valid[r]) continue;
-      const float inv = li > 0.f ? 1.f / li : 0.f;
-      T* go = static_cast<T*>(p.out.data) + w.b * p.out.sb + w.h * p.out.sh + fused::tok_off(p.out, p, bt.g, qpos[r]);
-#pragma unroll
-      for (int n = 0; n < HD / 8; ++n) {
-        const int d = 8 * n + 2 * (lane & 3);
-        *reinterpret_cast<uint32_t*>(go + d) = fused::pack2<T>(o[4 * n + 2 * r] * inv, o[4 * n + 2 * r + 1] * inv);
-      }
-      if (p.lse.data && (lane & 3) == 0) {
+      inv[r] = li > 0.f ? 1.f / li : 0.f;
+      if (valid[r] && p.lse.data && (lane & 3) == 0) {
         float* gl = static_cast<float*>(p.lse.data) + w.b * p.lse.sb + w.h * p.lse.sh +
                     fused::tok_off(p.lse, p, bt.g, qpos[r]);
         *gl = (m[r] + log2f(li)) * 0.69314718055994531f;
       }
     }
+    store_rows<T, HD>(o, inv, lane, [&](int r) -> T* {
+      return valid[r] ? static_cast<T*>(p.out.data) + w.b * p.out.sb + w.h * p.out.sh +
+                            fused::tok_off(p.out, p, bt.g, qpos[r])
+                      : nullptr;
+    });
     ++tiles_done;
   }
   if (a.pingpong && cw == 0) turn_wait(cw);  // consumes consumer 1's last hand-over, so no arrival is left pending

@@ -1,10 +1,11 @@
-// Launch template of the hopper forward, instantiated per (dtype, head dim)
+// Launch templates of the hopper kernels, instantiated per (dtype, head dim)
 // in inst_*.cu so the kernels compile in parallel, once each.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include "../common/check.cuh"
+#include "backward.cuh"
 #include "forward.cuh"
 
 namespace nhood::hopper {
@@ -18,6 +19,18 @@ void launch_forward(const FwdArgs& args, int grid, cudaStream_t stream) {
   NHOOD_CUDA_CHECK_LAUNCH("hopper forward");
 }
 
-#define NHOOD_HOPPER_INSTANTIATE(T, HD) template void launch_forward<T, HD>(const FwdArgs&, int, cudaStream_t);
+template <class T, int HD, bool KeyMajor>
+void launch_backward(const BwdArgs& args, int grid, cudaStream_t stream) {
+  constexpr int smem = BwdShape<HD, KeyMajor>::kSmemBytes;
+  auto kernel = backward_kernel<T, HD, KeyMajor>;
+  NHOOD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  kernel<<<grid, kBwdThreads, smem, stream>>>(args);
+  NHOOD_CUDA_CHECK_LAUNCH("hopper backward");
+}
+
+#define NHOOD_HOPPER_INSTANTIATE(T, HD)                                               \
+  template void launch_forward<T, HD>(const FwdArgs&, int, cudaStream_t);             \
+  template void launch_backward<T, HD, false>(const BwdArgs&, int, cudaStream_t);     \
+  template void launch_backward<T, HD, true>(const BwdArgs&, int, cudaStream_t);
 
 }  // namespace nhood::hopper

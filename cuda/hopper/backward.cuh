@@ -1,0 +1,385 @@
+// hopper backend, backward: one warp-specialized, persistent TMA + wgmma
+// kernel template for both passes, dQ (query-major) and dK/dV (key-major).
+//
+// Both passes have the same shape. A work item is a block tile of 128
+// tokens of one dilation group (queries for dQ, keys for dK/dV) whose two
+// operands X and Y (Q and dO; K and V) stay in shared memory, while the
+// producer streams the ring tiles of 64 tokens the block interacts with
+// (K and V over the neighborhood box; Q and dO over the inverse-neighborhood
+// box, once per query head of the kv head) through a ring of stages. Each of
+// the two consumer warpgroups owns 64 block rows:
+//   S  = X Xr^T, dP = Y Yr^T              wgmma, both operands in shared memory
+//   P  = exp2(S scale log2e - lse),  dS = P (dP - delta)        registers
+//   dQ += dS K                             (dQ pass)       A from registers,
+//   dK += dS^T Q,  dV += P^T dO            (dK/dV pass)    B transposed
+// In the dK/dV pass S and dP are the transposed products (rows are keys), so
+// lse and delta = rowsum(dO * O) are per column; a producer warp stages them
+// next to each Q/dO tile. Masks reuse the forward's per-axis test with each
+// row's window (dQ) or inverse window (dK/dV): exact, as windows are
+// monotone (window.hpp). No atomics, so the result is deterministic.
+//
+// The issue order per step: S and dP of step j as one wgmma group, wait,
+// softmax terms in registers, then the accumulating MMAs of step j as a
+// second group left in flight while step j+1's S and dP are issued (where
+// registers allow: not in the dK/dV pass at head dim 128, which holds two
+// 64x128 accumulators). The two consumers' steps interleave at the tensor
+// cores without explicit scheduling.
+#pragma once
+
+#include "pipeline.cuh"
+#include "wgmma.cuh"
+
+namespace nhood::hopper {
+
+constexpr int kBwdBlockRows = 128;  // block tile: two consumer warpgroups x 64 rows
+constexpr int kBwdRingRows = 64;    // tokens per streamed ring tile
+constexpr int kBwdThreads = 384;    // producer warpgroup + two consumers
+
+template <int HD, bool KeyMajor>
+struct BwdShape {
+  static constexpr int kPanels = HD / 64;  // 128-byte column panels per row
+  static constexpr int kStages = HD == 128 ? 4 : 8;
+  static constexpr int kBlockPanel = kBwdBlockRows * 128;
+  static constexpr int kRingPanel = kBwdRingRows * 128;
+  static constexpr int kBlockBytes = kPanels * kBlockPanel;  // X or Y
+  static constexpr int kRingBytes = kPanels * kRingPanel;    // Xr or Yr of one stage
+  static constexpr int kStatFloats = KeyMajor ? 2 * kBwdRingRows : 0;  // lse2, delta of one stage
+  static constexpr int kRingOff = 2 * kBlockBytes;
+  static constexpr int kStatOff = kRingOff + 2 * kStages * kRingBytes;
+  static constexpr int kBarOff = kStatOff + kStages * kStatFloats * 4;
+  // +1024: the dynamic shared memory base is aligned up to the swizzle atom.
+  static constexpr int kSmemBytes = kBarOff + 256 + 1024;
+};
+
+struct BwdArgs {
+  // dQ pass: x = q, y = d_out (block, box geo.t), xr = k, yr = v (ring, box geo.u);
+  // dK/dV pass: x = k, y = v, xr = q, yr = d_out.
+  CUtensorMap x, y, xr, yr;
+  Params p;
+  Geo geo;      // t: block tile, u: ring tile; geo.delta: rowsum(dO * O)
+  int n_tiles;  // spatial block tiles of one (batch, head), all dilation groups
+  int n_items;  // n_tiles * heads of the block operand * batch
+  int heads;    // of the block operand: query heads (dQ), kv heads (dK/dV)
+};
+
+struct BwdBarriers {
+  uint64_t blk_full, blk_empty;
+  uint64_t ring_full[8], ring_empty[8];
+};
+
+// The ring tiles of a block: its (inverse-)neighborhood box, walked once per
+// query head of the kv head in the dK/dV pass.
+struct BwdWalk {
+  KvWalk box;
+  int steps;
+  __device__ BwdWalk(const Params& p, const Geo& geo, const BlockTile& bt, bool key_major) {
+    box.init(p, geo, bt, kBwdRingRows, key_major);
+    steps = box.n_spatial * (key_major ? int(p.heads / p.heads_kv) : 1);
+  }
+};
+
+// Producer thread: the block's X and Y once per item, then Xr and Yr of
+// every ring tile.
+template <int HD, bool KeyMajor>
+__device__ void bwd_produce(const BwdArgs& a, unsigned char* smem, BwdBarriers& bars) {
+  using S = BwdShape<HD, KeyMajor>;
+  const Params& p = a.p;
+  const int G = int(p.heads / p.heads_kv);
+  Ring<S::kStages> ring;
+  uint32_t items_done = 0;
+  for (int item = blockIdx.x; item < a.n_items; item += gridDim.x) {
+    const Item w(item, a.n_tiles, a.heads);
+    BlockTile bt;
+    if (!bt.init(p, a.geo, w.tile)) continue;
+    const BwdWalk wk(p, a.geo, bt, KeyMajor);
+    mbar_wait(&bars.blk_empty, (items_done & 1) ^ 1);
+    mbar_arrive_expect_tx(&bars.blk_full, 2 * S::kBlockBytes);
+    load_box<S::kPanels>(smem, &a.x, &bars.blk_full, w.h * HD, p, bt, bt.p0, w.b, S::kBlockPanel);
+    load_box<S::kPanels>(smem + S::kBlockBytes, &a.y, &bars.blk_full, w.h * HD, p, bt, bt.p0, w.b, S::kBlockPanel);
+    for (int it = 0; it < wk.steps; ++it) {
+      const int head = KeyMajor ? w.h * G + it / wk.box.n_spatial : w.h / G;
+      int j0[3];
+      wk.box.origin(a.geo, it % wk.box.n_spatial, j0);
+      unsigned char* st = smem + S::kRingOff + 2 * ring.stage * S::kRingBytes;
+      mbar_wait(&bars.ring_empty[ring.stage], ring.phase ^ 1);
+      mbar_arrive_expect_tx(&bars.ring_full[ring.stage], 2 * S::kRingBytes);
+      load_box<S::kPanels>(st, &a.xr, &bars.ring_full[ring.stage], head * HD, p, bt, j0, w.b, S::kRingPanel);
+      load_box<S::kPanels>(st + S::kRingBytes, &a.yr, &bars.ring_full[ring.stage], head * HD, p, bt, j0, w.b,
+                           S::kRingPanel);
+      ring.advance();
+    }
+    ++items_done;
+  }
+}
+
+// dK/dV pass, one producer warp: lse (scaled to log2) and delta of the 64
+// queries of each ring tile into the stage's statistics slots; padding
+// queries get lse = +inf, so their P is 0.
+template <int HD>
+__device__ void bwd_stage_stats(const BwdArgs& a, unsigned char* smem, BwdBarriers& bars, int lane) {
+  using S = BwdShape<HD, true>;
+  const Params& p = a.p;
+  const int G = int(p.heads / p.heads_kv);
+  float* stats = reinterpret_cast<float*>(smem + S::kStatOff);
+  Ring<S::kStages> ring;
+  for (int item = blockIdx.x; item < a.n_items; item += gridDim.x) {
+    const Item w(item, a.n_tiles, a.heads);
+    BlockTile bt;
+    if (!bt.init(p, a.geo, w.tile)) continue;
+    const BwdWalk wk(p, a.geo, bt, true);
+    for (int it = 0; it < wk.steps; ++it) {
+      const int head = w.h * G + it / wk.box.n_spatial;
+      int j0[3];
+      wk.box.origin(a.geo, it % wk.box.n_spatial, j0);
+      float* st = stats + ring.stage * S::kStatFloats;
+      mbar_wait(&bars.ring_empty[ring.stage], ring.phase ^ 1);
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int c = lane + 32 * half;
+        int q[3];
+        bool ok = true;
+#pragma unroll
+        for (int ax = 0; ax < 3; ++ax) {
+          q[ax] = j0[ax] + ((c >> a.geo.ush[ax]) & (a.geo.u[ax] - 1));
+          ok = ok && q[ax] < bt.lg[ax];
+        }
+        float lse2 = INFINITY, delta = 0.f;
+        if (ok) {
+          lse2 = static_cast<const float*>(p.lse.data)[w.b * p.lse.sb + head * p.lse.sh + fused::tok_off(p.lse, p, bt.g, q)] *
+                 fused::kLog2e;
+          delta = a.geo.delta[fused::row_index(p, w.b, bt.g, q, head)];
+        }
+        st[c] = lse2;
+        st[kBwdRingRows + c] = delta;
+      }
+      mbar_arrive(&bars.ring_full[ring.stage]);  // release: the stores above are visible to the consumers
+      ring.advance();
+    }
+  }
+}
+
+template <class T, int HD, bool KeyMajor>
+__device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& bars, int cw) {
+  using S = BwdShape<HD, KeyMajor>;
+  using MmaS = Mma<T, kBwdRingRows>;  // S, dP: 64 block rows x 64 ring tokens
+  using MmaA = Mma<T, HD>;            // accumulators: 64 block rows x HD
+  constexpr int NS = MmaS::kRegs;
+  constexpr int NA = MmaA::kRegs;
+  constexpr int KS = kBwdRingRows / 16;  // k-steps of the accumulating MMAs
+  // Leave the accumulating MMAs in flight across the next step's S and dP
+  // unless two HD-wide accumulators already fill the register file.
+  constexpr bool kOverlap = !(KeyMajor && HD == 128);
+  const Params& p = a.p;
+  const int t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
+  const int row_in_wg = 16 * warp + lane / 4;  // and +8
+  const uint32_t x_base = smem_addr(smem) + cw * 64 * 128;
+  const uint32_t y_base = x_base + S::kBlockBytes;
+  const uint32_t ring_base = smem_addr(smem + S::kRingOff);
+  const float* stats = reinterpret_cast<const float*>(smem + S::kStatOff);
+  const float scale2 = float(p.scale) * fused::kLog2e;  // > 0 (support checks)
+
+  Ring<S::kStages> cur, prv;
+  uint32_t items_done = 0;
+  // A operands of the step in flight: kept live across the loop so the
+  // compiler does not reuse their registers while a wgmma still reads them.
+  uint32_t pds[KS][4] = {}, pp[KS][4] = {};
+  for (int item = blockIdx.x; item < a.n_items; item += gridDim.x) {
+    const Item w(item, a.n_tiles, a.heads);
+    BlockTile bt;
+    if (!bt.init(p, a.geo, w.tile)) continue;
+    const BwdWalk wk(p, a.geo, bt, KeyMajor);
+
+    // This thread's two block rows: validity, position, and the range of
+    // ring tokens they interact with per axis (window or inverse window).
+    int win[2][6], pos[2][3];
+    bool valid[2];
+    float lse2[2] = {INFINITY, INFINITY}, delta[2] = {0.f, 0.f};  // dQ pass: per row
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      valid[r] = bt.pos(a.geo, 64 * cw + row_in_wg + 8 * r, pos[r]);
+#pragma unroll
+      for (int ax = 0; ax < 3; ++ax) {
+        IndexRange wr{1, 0};
+        if (valid[r])
+          wr = KeyMajor ? inverse_window_in_group(p.axis[ax], pos[r][ax], bt.lg[ax])
+                        : window_in_group(p.axis[ax], pos[r][ax], bt.lg[ax]);
+        win[r][2 * ax] = int(wr.begin);
+        win[r][2 * ax + 1] = int(wr.end);
+      }
+      if (!KeyMajor && valid[r]) {
+        lse2[r] = static_cast<const float*>(p.lse.data)[w.b * p.lse.sb + w.h * p.lse.sh +
+                                                       fused::tok_off(p.lse, p, bt.g, pos[r])] *
+                  fused::kLog2e;
+        delta[r] = a.geo.delta[fused::row_index(p, w.b, bt.g, pos[r], w.h)];
+      }
+    }
+
+    float acc[NA];                  // dQ, or dK
+    float acc_v[KeyMajor ? NA : 1];  // dV
+#pragma unroll
+    for (int i = 0; i < NA; ++i) acc[i] = 0.f;
+#pragma unroll
+    for (int i = 0; i < (KeyMajor ? NA : 1); ++i) acc_v[i] = 0.f;
+
+    mbar_wait(&bars.blk_full, items_done & 1);
+    for (int j = 0; j < wk.steps; ++j) {
+      const uint32_t xr = ring_base + 2 * cur.stage * S::kRingBytes;
+      const uint32_t yr = xr + S::kRingBytes;
+      float s[NS], dp[NS];
+      mbar_wait(&bars.ring_full[cur.stage], cur.phase);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < HD / 16; ++kk) {
+        const uint32_t off = (kk / 4) * S::kBlockPanel + (kk % 4) * 32;  // 16 columns = 32 bytes of a 128-byte row
+        const uint32_t roff = (kk / 4) * S::kRingPanel + (kk % 4) * 32;
+        MmaS::ss(s, desc_sw128(x_base + off, 16, 1024), desc_sw128(xr + roff, 16, 1024), kk > 0);
+      }
+#pragma unroll
+      for (int kk = 0; kk < HD / 16; ++kk) {
+        const uint32_t off = (kk / 4) * S::kBlockPanel + (kk % 4) * 32;
+        const uint32_t roff = (kk / 4) * S::kRingPanel + (kk % 4) * 32;
+        MmaS::ss(dp, desc_sw128(y_base + off, 16, 1024), desc_sw128(yr + roff, 16, 1024), kk > 0);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();  // also completes the previous step's accumulating MMAs
+      fence_regs<NS>(s);
+      fence_regs<NS>(dp);
+      fence_regs<NA>(acc);
+      if constexpr (KeyMajor) fence_regs<NA>(acc_v);
+      if constexpr (kOverlap) {
+        fence_regs<4 * KS>(&pds[0][0]);
+        if constexpr (KeyMajor) fence_regs<4 * KS>(&pp[0][0]);
+        if (j > 0) mbar_arrive(&bars.ring_empty[prv.stage]);
+      }
+
+      // Mask: only tiles not inside every row's range, only the axes along which they stick out.
+      int j0[3];
+      wk.box.origin(a.geo, j % wk.box.n_spatial, j0);
+#pragma unroll
+      for (int ax = 0; ax < 3; ++ax)
+        if (j0[ax] < wk.box.ib[ax] || j0[ax] + a.geo.u[ax] > wk.box.ie[ax])
+          mask_axis<kBwdRingRows>(s, a.geo, ax, j0[ax], win, lane);
+
+      // P and dS (unscaled: the scale is applied to dQ/dK at the store).
+      if constexpr (KeyMajor) {
+        const float* st = stats + cur.stage * S::kStatFloats;
+#pragma unroll
+        for (int n = 0; n < kBwdRingRows / 8; ++n) {
+          const float2 l2 = *reinterpret_cast<const float2*>(st + 8 * n + 2 * (lane & 3));
+          const float2 dl = *reinterpret_cast<const float2*>(st + kBwdRingRows + 8 * n + 2 * (lane & 3));
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const int i = 4 * n + 2 * r;
+            s[i] = fast_exp2(fmaf(s[i], scale2, -l2.x));
+            s[i + 1] = fast_exp2(fmaf(s[i + 1], scale2, -l2.y));
+            dp[i] = s[i] * (dp[i] - dl.x);
+            dp[i + 1] = s[i + 1] * (dp[i + 1] - dl.y);
+          }
+        }
+        pack_a<T, kBwdRingRows>(pp, s);
+      } else {
+#pragma unroll
+        for (int n = 0; n < kBwdRingRows / 8; ++n)
+#pragma unroll
+          for (int r = 0; r < 2; ++r)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int i = 4 * n + 2 * r + e;
+              const float pr = fast_exp2(fmaf(s[i], scale2, -lse2[r]));
+              dp[i] = pr * (dp[i] - delta[r]);
+            }
+      }
+      pack_a<T, kBwdRingRows>(pds, dp);
+
+      // Accumulate: B is the ring tile read transposed (MN-major): 16 ring
+      // rows per k-step (two 8-row atoms), 64-column panels apart.
+      wgmma_fence();
+      if constexpr (KeyMajor) {
+#pragma unroll
+        for (int kk = 0; kk < KS; ++kk)
+          MmaA::rs(acc_v, pp[kk], desc_sw128(yr + kk * 16 * 128, S::kRingPanel, 1024));  // dV += P^T dO
+      }
+#pragma unroll
+      for (int kk = 0; kk < KS; ++kk)
+        MmaA::rs(acc, pds[kk], desc_sw128(xr + kk * 16 * 128, S::kRingPanel, 1024));  // dQ += dS K, dK += dS^T Q
+      wgmma_commit();
+      if constexpr (!kOverlap) {
+        wgmma_wait<0>();
+        fence_regs<NA>(acc);
+        fence_regs<NA>(acc_v);
+        fence_regs<4 * KS>(&pds[0][0]);
+        fence_regs<4 * KS>(&pp[0][0]);
+        mbar_arrive(&bars.ring_empty[cur.stage]);
+      }
+      prv = cur;
+      cur.advance();
+    }
+    wgmma_wait<0>();
+    fence_regs<NA>(acc);
+    if constexpr (KeyMajor) fence_regs<NA>(acc_v);
+    if (kOverlap && wk.steps > 0) mbar_arrive(&bars.ring_empty[prv.stage]);
+    mbar_arrive(&bars.blk_empty);
+
+    // Epilogue: this thread's valid rows of dQ, or of dK and dV.
+    const float sc[2] = {float(p.scale), float(p.scale)};
+    const detail::Operand& og = KeyMajor ? p.dk : p.dq;
+    store_rows<T, HD>(acc, sc, lane, [&](int r) -> T* {
+      return valid[r] ? static_cast<T*>(og.data) + w.b * og.sb + w.h * og.sh + fused::tok_off(og, p, bt.g, pos[r])
+                      : nullptr;
+    });
+    if constexpr (KeyMajor) {
+      const float one[2] = {1.f, 1.f};
+      store_rows<T, HD>(acc_v, one, lane, [&](int r) -> T* {
+        return valid[r] ? static_cast<T*>(p.dv.data) + w.b * p.dv.sb + w.h * p.dv.sh + fused::tok_off(p.dv, p, bt.g, pos[r])
+                        : nullptr;
+      });
+    }
+    ++items_done;
+  }
+}
+
+template <class T, int HD, bool KeyMajor>
+__global__ void __launch_bounds__(kBwdThreads, 1) backward_kernel(const __grid_constant__ BwdArgs a) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using S = BwdShape<HD, KeyMajor>;
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* smem =
+      reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  BwdBarriers& bars = *reinterpret_cast<BwdBarriers*>(smem + S::kBarOff);
+  static_assert(sizeof(BwdBarriers) <= 256 && S::kStages <= 8);
+  static_assert(S::kSmemBytes <= 227 * 1024);
+
+  // Role from lane 0 so the compiler sees it warp-uniform (ptxas serializes
+  // wgmma in paths it considers divergent).
+  const int wg = __shfl_sync(0xffffffffu, int(threadIdx.x / 128), 0);
+  const int warp_in_wg = __shfl_sync(0xffffffffu, int(threadIdx.x / 32) % 4, 0);
+  if (threadIdx.x == 0) {
+    mbar_init(&bars.blk_full, 1);
+    mbar_init(&bars.blk_empty, 256);
+    for (int s = 0; s < S::kStages; ++s) {
+      mbar_init(&bars.ring_full[s], KeyMajor ? 1 + 32 : 1);  // TMA thread (+ statistics warp)
+      mbar_init(&bars.ring_empty[s], 256);
+    }
+    mbar_init_fence();
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    regs_dealloc<40>();
+    if (threadIdx.x == 0) {
+      tma_prefetch_map(&a.x);
+      tma_prefetch_map(&a.y);
+      tma_prefetch_map(&a.xr);
+      tma_prefetch_map(&a.yr);
+      bwd_produce<HD, KeyMajor>(a, smem, bars);
+    } else if (KeyMajor && warp_in_wg == 1) {
+      bwd_stage_stats<HD>(a, smem, bars, threadIdx.x % 32);
+    }
+  } else {
+    regs_alloc<232>();  // 128 x 40 + 256 x 232 = 64512 <= 65536
+    bwd_consume<T, HD, KeyMajor>(a, smem, bars, wg - 1);
+  }
+#endif
+}
+
+}  // namespace nhood::hopper
