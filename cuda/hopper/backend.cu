@@ -1,8 +1,8 @@
 // The `hopper` backend row: support checks, tensor maps, persistent grid
 // size and the (dtype, head dim) switch. Kernels: forward.cuh, backward.cuh.
 //
-// Backward runs the sm_90a kernels (a delta pass shared with the fused
-// backend, then the dQ and dK/dV passes) where they apply and the fused
+// Backward runs the sm_90a kernels (a statistics pass, then the dQ and
+// dK/dV passes) where they apply and the fused
 // backend's mma.sync kernels otherwise (additional KV tokens, layouts TMA
 // cannot read), so training through backend="hopper" always works.
 #include <cuda_runtime.h>
@@ -22,14 +22,12 @@
 namespace nhood::detail {
 BackendEntry fused_backend();
 }
-namespace nhood::fused {
-template <class T, int HD> void launch_delta(const Params&, float*, cudaStream_t);
-}
 
 namespace nhood::hopper {
 
 template <class T, int HD> void launch_forward(const FwdArgs&, int, cudaStream_t);
 template <class T, int HD, bool KeyMajor> void launch_backward(const BwdArgs&, int, cudaStream_t);
+template <class T> void launch_stats(const Params&, float2*, cudaStream_t);
 
 namespace {
 
@@ -158,12 +156,12 @@ void forward(const Params& p, void* stream) {
 
 template <class T, int HD>
 void run_backward(const Params& p, cudaStream_t s) {
-  cuda::Workspace delta(size_t(p.batch * p.tokens() * p.heads) * sizeof(float), s);
-  fused::launch_delta<T, HD>(p, delta.as<float>(), s);
+  cuda::Workspace stats(size_t(p.batch * p.tokens() * p.heads) * sizeof(float2), s);
+  launch_stats<T>(p, stats.as<float2>(), s);
   BwdArgs a{};
   a.p = p;
   a.geo = backward_geometry(p);
-  a.geo.delta = delta.as<float>();
+  a.stats = stats.as<float2>();
   a.n_tiles = a.geo.n_spatial_blocks;
   const int sms = device_info(p.device.index).sms;
   // dQ: blocks of queries, ring over their keys.

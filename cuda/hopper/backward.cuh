@@ -13,8 +13,8 @@
 //   dQ += dS K                             (dQ pass)       A from registers,
 //   dK += dS^T Q,  dV += P^T dO            (dK/dV pass)    B transposed
 // In the dK/dV pass S and dP are the transposed products (rows are keys), so
-// lse and delta = rowsum(dO * O) are per column; a producer warp stages them
-// next to each Q/dO tile. Masks reuse the forward's per-axis test with each
+// lse and delta = rowsum(dO * O) (stats.cuh) are per column; a producer warp
+// stages them next to each Q/dO tile. Masks reuse the forward's per-axis test with each
 // row's window (dQ) or inverse window (dK/dV): exact, as windows are
 // monotone (window.hpp). No atomics, so the result is deterministic.
 //
@@ -27,6 +27,7 @@
 #pragma once
 
 #include "pipeline.cuh"
+#include "stats.cuh"
 #include "wgmma.cuh"
 
 namespace nhood::hopper {
@@ -56,7 +57,8 @@ struct BwdArgs {
   // dK/dV pass: x = k, y = v, xr = q, yr = d_out.
   CUtensorMap x, y, xr, yr;
   Params p;
-  Geo geo;      // t: block tile, u: ring tile; geo.delta: rowsum(dO * O)
+  Geo geo;                // t: block tile, u: ring tile
+  const float2* stats;    // (lse * log2(e), rowsum(dO * O)) per query, [B, H, tokens] (stats.cuh)
   int n_tiles;  // spatial block tiles of one (batch, head), all dilation groups
   int n_items;  // n_tiles * heads of the block operand * batch
   int heads;    // of the block operand: query heads (dQ), kv heads (dK/dV)
@@ -96,10 +98,12 @@ __device__ void bwd_produce(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
     mbar_arrive_expect_tx(&bars.blk_full, 2 * S::kBlockBytes);
     load_box<S::kPanels>(smem, &a.x, &bars.blk_full, w.h * HD, p, bt, bt.p0, w.b, S::kBlockPanel);
     load_box<S::kPanels>(smem + S::kBlockBytes, &a.y, &bars.blk_full, w.h * HD, p, bt, bt.p0, w.b, S::kBlockPanel);
+    TileCursor tiles;
     for (int it = 0; it < wk.steps; ++it) {
       const int head = KeyMajor ? w.h * G + it / wk.box.n_spatial : w.h / G;
       int j0[3];
-      wk.box.origin(a.geo, it % wk.box.n_spatial, j0);
+      tiles.origin(a.geo, wk.box, j0);
+      tiles.advance(wk.box);
       unsigned char* st = smem + S::kRingOff + 2 * ring.stage * S::kRingBytes;
       mbar_wait(&bars.ring_empty[ring.stage], ring.phase ^ 1);
       mbar_arrive_expect_tx(&bars.ring_full[ring.stage], 2 * S::kRingBytes);
@@ -127,10 +131,12 @@ __device__ void bwd_stage_stats(const BwdArgs& a, unsigned char* smem, BwdBarrie
     BlockTile bt;
     if (!bt.init(p, a.geo, w.tile)) continue;
     const BwdWalk wk(p, a.geo, bt, true);
+    TileCursor tiles;
     for (int it = 0; it < wk.steps; ++it) {
       const int head = w.h * G + it / wk.box.n_spatial;
       int j0[3];
-      wk.box.origin(a.geo, it % wk.box.n_spatial, j0);
+      tiles.origin(a.geo, wk.box, j0);
+      tiles.advance(wk.box);
       float* st = stats + ring.stage * S::kStatFloats;
       mbar_wait(&bars.ring_empty[ring.stage], ring.phase ^ 1);
 #pragma unroll
@@ -143,14 +149,10 @@ __device__ void bwd_stage_stats(const BwdArgs& a, unsigned char* smem, BwdBarrie
           q[ax] = j0[ax] + ((c >> a.geo.ush[ax]) & (a.geo.u[ax] - 1));
           ok = ok && q[ax] < bt.lg[ax];
         }
-        float lse2 = INFINITY, delta = 0.f;
-        if (ok) {
-          lse2 = static_cast<const float*>(p.lse.data)[w.b * p.lse.sb + head * p.lse.sh + fused::tok_off(p.lse, p, bt.g, q)] *
-                 fused::kLog2e;
-          delta = a.geo.delta[fused::row_index(p, w.b, bt.g, q, head)];
-        }
-        st[c] = lse2;
-        st[kBwdRingRows + c] = delta;
+        const float2 v = ok ? a.stats[(int64_t(w.b) * p.heads + head) * p.tokens() + token_index(p, bt.g, q)]
+                            : make_float2(INFINITY, 0.f);
+        st[c] = v.x;
+        st[kBwdRingRows + c] = v.y;
       }
       mbar_arrive(&bars.ring_full[ring.stage]);  // release: the stores above are visible to the consumers
       ring.advance();
@@ -172,8 +174,8 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
   const Params& p = a.p;
   const int t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
   const int row_in_wg = 16 * warp + lane / 4;  // and +8
-  const uint32_t x_base = smem_addr(smem) + cw * 64 * 128;
-  const uint32_t y_base = x_base + S::kBlockBytes;
+  const SmemDesc x_desc = smem_desc_sw128(smem_addr(smem) + cw * 64 * 128, 16, 1024);
+  const SmemDesc y_desc = smem_desc_sw128(smem_addr(smem) + S::kBlockBytes + cw * 64 * 128, 16, 1024);
   const uint32_t ring_base = smem_addr(smem + S::kRingOff);
   const float* stats = reinterpret_cast<const float*>(smem + S::kStatOff);
   const float scale2 = float(p.scale) * fused::kLog2e;  // > 0 (support checks)
@@ -207,10 +209,9 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
         win[r][2 * ax + 1] = int(wr.end);
       }
       if (!KeyMajor && valid[r]) {
-        lse2[r] = static_cast<const float*>(p.lse.data)[w.b * p.lse.sb + w.h * p.lse.sh +
-                                                       fused::tok_off(p.lse, p, bt.g, pos[r])] *
-                  fused::kLog2e;
-        delta[r] = a.geo.delta[fused::row_index(p, w.b, bt.g, pos[r], w.h)];
+        const float2 v = a.stats[(int64_t(w.b) * p.heads + w.h) * p.tokens() + token_index(p, bt.g, pos[r])];
+        lse2[r] = v.x;
+        delta[r] = v.y;
       }
     }
 
@@ -222,9 +223,11 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
     for (int i = 0; i < (KeyMajor ? NA : 1); ++i) acc_v[i] = 0.f;
 
     mbar_wait(&bars.blk_full, items_done & 1);
+    TileCursor tiles;
     for (int j = 0; j < wk.steps; ++j) {
-      const uint32_t xr = ring_base + 2 * cur.stage * S::kRingBytes;
-      const uint32_t yr = xr + S::kRingBytes;
+      const uint32_t xr = ring_base + 2 * cur.stage * S::kRingBytes;  // Xr of this stage, then Yr
+      const SmemDesc xr_k = smem_desc_sw128(xr, 16, 1024);                       // K-major (S, dP)
+      const SmemDesc xr_mn = smem_desc_sw128(xr, S::kRingPanel, 1024);           // MN-major (accumulation)
       float s[NS], dp[NS];
       mbar_wait(&bars.ring_full[cur.stage], cur.phase);
       wgmma_fence();
@@ -232,13 +235,13 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
       for (int kk = 0; kk < HD / 16; ++kk) {
         const uint32_t off = (kk / 4) * S::kBlockPanel + (kk % 4) * 32;  // 16 columns = 32 bytes of a 128-byte row
         const uint32_t roff = (kk / 4) * S::kRingPanel + (kk % 4) * 32;
-        MmaS::ss(s, desc_sw128(x_base + off, 16, 1024), desc_sw128(xr + roff, 16, 1024), kk > 0);
+        MmaS::ss(s, x_desc(off), xr_k(roff), kk > 0);
       }
 #pragma unroll
       for (int kk = 0; kk < HD / 16; ++kk) {
         const uint32_t off = (kk / 4) * S::kBlockPanel + (kk % 4) * 32;
         const uint32_t roff = (kk / 4) * S::kRingPanel + (kk % 4) * 32;
-        MmaS::ss(dp, desc_sw128(y_base + off, 16, 1024), desc_sw128(yr + roff, 16, 1024), kk > 0);
+        MmaS::ss(dp, y_desc(off), xr_k(S::kRingBytes + roff), kk > 0);
       }
       wgmma_commit();
       wgmma_wait<0>();  // also completes the previous step's accumulating MMAs
@@ -254,7 +257,8 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
 
       // Mask: only tiles not inside every row's range, only the axes along which they stick out.
       int j0[3];
-      wk.box.origin(a.geo, j % wk.box.n_spatial, j0);
+      tiles.origin(a.geo, wk.box, j0);
+      tiles.advance(wk.box);
 #pragma unroll
       for (int ax = 0; ax < 3; ++ax)
         if (j0[ax] < wk.box.ib[ax] || j0[ax] + a.geo.u[ax] > wk.box.ie[ax])
@@ -297,11 +301,11 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
       if constexpr (KeyMajor) {
 #pragma unroll
         for (int kk = 0; kk < KS; ++kk)
-          MmaA::rs(acc_v, pp[kk], desc_sw128(yr + kk * 16 * 128, S::kRingPanel, 1024));  // dV += P^T dO
+          MmaA::rs(acc_v, pp[kk], xr_mn(S::kRingBytes + kk * 16 * 128));  // dV += P^T dO
       }
 #pragma unroll
       for (int kk = 0; kk < KS; ++kk)
-        MmaA::rs(acc, pds[kk], desc_sw128(xr + kk * 16 * 128, S::kRingPanel, 1024));  // dQ += dS K, dK += dS^T Q
+        MmaA::rs(acc, pds[kk], xr_mn(kk * 16 * 128));  // dQ += dS K, dK += dS^T Q
       wgmma_commit();
       if constexpr (!kOverlap) {
         wgmma_wait<0>();

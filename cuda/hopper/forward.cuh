@@ -81,6 +81,7 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
     mbar_arrive_expect_tx(&bars.q_full, S::kQBytes);
     load_box<S::kPanels>(smem, &a.q, &bars.q_full, w.h * HD, p, bt, bt.p0, w.b, S::kQPanel);
 
+    TileCursor tiles;
     for (int it = 0; it < kw.n_total; ++it) {
       const int stage = ring.stage;
       unsigned char* sk = smem + S::kQBytes + stage * S::kKVBytes;
@@ -89,7 +90,8 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
       mbar_arrive_expect_tx(&bars.k_full[stage], S::kKVBytes);
       if (it < kw.n_spatial) {
         int j0[3];
-        kw.origin(a.geo, it, j0);
+        tiles.origin(a.geo, kw, j0);
+        tiles.advance(kw);
         load_box<S::kPanels>(sk, &a.k, &bars.k_full[stage], hk * HD, p, bt, j0, w.b, S::kKVPanel);
         mbar_wait(&bars.v_empty[stage], ring.phase ^ 1);
         mbar_arrive_expect_tx(&bars.v_full[stage], S::kKVBytes);
@@ -131,7 +133,7 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
   const Params& p = a.p;
   const int t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
   const int row_in_wg = 16 * warp + lane / 4;  // and +8
-  const uint32_t q_base = smem_addr(smem) + cw * 64 * 128;
+  const SmemDesc q_desc = smem_desc_sw128(smem_addr(smem) + cw * 64 * 128, 16, 1024);
   const uint32_t kv_base = smem_addr(smem + S::kQBytes);
   const float scale2 = float(p.scale) * fused::kLog2e;  // > 0 (forward_unsupported)
 
@@ -172,20 +174,18 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
     // The first and last steps are peeled so no MMA sits under a branch
     // (ptxas serializes wgmma in paths it cannot prove uniform).
     auto issue_qk = [&](float* s) {
-      const uint32_t k_addr = kv_base + cur.stage * S::kKVBytes;
+      const SmemDesc k = smem_desc_sw128(kv_base + cur.stage * S::kKVBytes, 16, 1024);
 #pragma unroll
       for (int kk = 0; kk < HD / 16; ++kk) {
         const uint32_t off = (kk % 4) * 32;  // 16 columns = 32 bytes into the 128-byte row
-        const uint64_t da = desc_sw128(q_base + (kk / 4) * S::kQPanel + off, 16, 1024);
-        const uint64_t db = desc_sw128(k_addr + (kk / 4) * S::kKVPanel + off, 16, 1024);
-        MmaS::ss(s, da, db, kk > 0);
+        MmaS::ss(s, q_desc((kk / 4) * S::kQPanel + off), k((kk / 4) * S::kKVPanel + off), kk > 0);
       }
     };
     auto issue_pv = [&]() {
-      const uint32_t v_addr = kv_base + (S::kStages + prv.stage) * S::kKVBytes;
+      const SmemDesc v = smem_desc_sw128(kv_base + (S::kStages + prv.stage) * S::kKVBytes, S::kKVPanel, 1024);
 #pragma unroll
       for (int kk = 0; kk < kTileKeys / 16; ++kk)  // 16 keys = two 8-row atoms (sbo); 64-wide panels (lbo)
-        MmaO::rs(o, pa[kk], desc_sw128(v_addr + kk * 16 * 128, S::kKVPanel, 1024));
+        MmaO::rs(o, pa[kk], v(kk * 16 * 128));
     };
     auto begin_turn = [&]() {
       if (a.pingpong) turn_wait(cw);
@@ -198,6 +198,7 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
       if (a.pingpong) turn_pass(cw);
     };
     float alpha[2];
+    TileCursor tiles;  // of step j in exps (called once per step, in order)
     // S_j -> exp2 of the scaled logits (in place) with the row max/sum
     // updated: runs while this consumer's own O += P V MMAs are in flight,
     // so it touches neither o nor pa.
@@ -205,7 +206,8 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
       // Mask: only KV tiles not inside every row's window, only the axes along which they stick out.
       if (j < kw.n_spatial) {
         int j0[3];
-        kw.origin(a.geo, j, j0);
+        tiles.origin(a.geo, kw, j0);
+        tiles.advance(kw);
 #pragma unroll
         for (int ax = 0; ax < 3; ++ax)
           if (j0[ax] < kw.ib[ax] || j0[ax] + a.geo.u[ax] > kw.ie[ax]) mask_axis<kTileKeys>(s, a.geo, ax, j0[ax], win, lane);

@@ -1,4 +1,5 @@
 #include "launch.cuh"
 namespace nhood::hopper {
 NHOOD_HOPPER_INSTANTIATE(__nv_bfloat16, 64)
+template void launch_stats<__nv_bfloat16>(const Params&, float2*, cudaStream_t);  // once per dtype
 }

@@ -28,6 +28,14 @@ void launch_backward(const BwdArgs& args, int grid, cudaStream_t stream) {
   NHOOD_CUDA_CHECK_LAUNCH("hopper backward");
 }
 
+template <class T>
+void launch_stats(const Params& p, float2* stats, cudaStream_t stream) {
+  const int64_t rows = p.batch * p.tokens() * p.heads;
+  const int64_t blocks = (rows * 32 + 255) / 256;
+  stats_kernel<T><<<unsigned(blocks < 65536 ? blocks : 65536), 256, 0, stream>>>(p, stats);
+  NHOOD_CUDA_CHECK_LAUNCH("hopper backward statistics");
+}
+
 #define NHOOD_HOPPER_INSTANTIATE(T, HD)                                               \
   template void launch_forward<T, HD>(const FwdArgs&, int, cudaStream_t);             \
   template void launch_backward<T, HD, false>(const BwdArgs&, int, cudaStream_t);     \

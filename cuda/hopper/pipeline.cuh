@@ -46,6 +46,24 @@ __device__ __forceinline__ void load_box(unsigned char* dst, const CUtensorMap* 
                 coord(p, bt, 0, pos0[0]), b);
 }
 
+// Walks the spatial inner tiles of a KvWalk box in order (z fastest),
+// wrapping to the first after the last (the dK/dV pass walks the box once
+// per query head), without KvWalk::origin's divisions.
+struct TileCursor {
+  int i[3] = {0, 0, 0};
+  __device__ __forceinline__ void origin(const Geo& geo, const KvWalk& kw, int* j0) const {
+#pragma unroll
+    for (int a = 0; a < 3; ++a) j0[a] = kw.kb[a] + i[a] * geo.u[a];
+  }
+  __device__ __forceinline__ void advance(const KvWalk& kw) {
+    if (++i[2] < kw.nk[2]) return;
+    i[2] = 0;
+    if (++i[1] < kw.nk[1]) return;
+    i[1] = 0;
+    if (++i[0] == kw.nk[0]) i[0] = 0;
+  }
+};
+
 // Position in a ring of shared-memory stages.
 template <int kStages>
 struct Ring {

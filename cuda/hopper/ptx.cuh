@@ -76,6 +76,21 @@ __device__ __forceinline__ uint64_t desc_sw128(uint32_t addr, uint32_t lbo, uint
          (uint64_t((sbo >> 4) & 0x3FFF) << 32) | (uint64_t(1) << 62);
 }
 
+// The same descriptor split into words, so that advancing its start address
+// by a compile-time byte offset costs one 32-bit add: the address field
+// (bits 0-13, 16-byte units) of an address inside the CTA's shared memory
+// plus an offset inside it stays below 2^14 and cannot carry into lbo.
+struct SmemDesc {
+  uint32_t lo, hi;
+  __device__ __forceinline__ uint64_t operator()(uint32_t byte_offset) const {
+    return (uint64_t(hi) << 32) | uint32_t(lo + (byte_offset >> 4));
+  }
+};
+__device__ __forceinline__ SmemDesc smem_desc_sw128(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  const uint64_t d = desc_sw128(addr, lbo, sbo);
+  return {uint32_t(d), uint32_t(d >> 32)};
+}
+
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
 template <int N>

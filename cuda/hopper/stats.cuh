@@ -1,0 +1,44 @@
+// The pass before the hopper backward: per query row the two statistics the
+// backward needs, (lse * log2(e), delta = rowsum(dO * O)), as one float2 in
+// [B, H, tokens] order. Head-major on purpose: the dK/dV pass reads them for
+// the 64 queries of every ring tile, runs of consecutive tokens along z that
+// then share sectors, where the forward's lse layout [B, X, Y, Z, H] would
+// put each query in a sector of its own (filled with other heads' values).
+#pragma once
+
+#include "pipeline.cuh"
+
+namespace nhood::hopper {
+
+// Token index (x, y, z row-major over the full axes) of group positions q in
+// dilation group g: the position of a row inside one (batch, head) of stats.
+__device__ __forceinline__ int64_t token_index(const Params& p, const int* g, const int* q) {
+  const int64_t x = g[0] + p.axis[0].dilation * q[0];
+  const int64_t y = g[1] + p.axis[1].dilation * q[1];
+  const int64_t z = g[2] + p.axis[2].dilation * q[2];
+  return (x * p.axis[1].length + y) * p.axis[2].length + z;
+}
+
+template <class T>
+__global__ void stats_kernel(const Params p, float2* stats) {
+  const int64_t n = p.tokens();
+  const int64_t rows = p.batch * p.heads * n;
+  const int lane = threadIdx.x % 32;
+  for (int64_t row = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32; row < rows;
+       row += int64_t(gridDim.x) * blockDim.x / 32) {
+    const int64_t t = row % n, bh = row / n;
+    const int64_t h = bh % p.heads, b = bh / p.heads;
+    const int64_t z = t % p.axis[2].length, y = (t / p.axis[2].length) % p.axis[1].length;
+    const int64_t x = t / (p.axis[2].length * p.axis[1].length);
+    auto at = [&](const detail::Operand& o) { return b * o.sb + x * o.sx + y * o.sy + z * o.sz + h * o.sh; };
+    const T* o = static_cast<const T*>(p.out.data) + at(p.out);
+    const T* g = static_cast<const T*>(p.d_out.data) + at(p.d_out);
+    float acc = 0.f;
+    for (int64_t d = lane; d < p.head_dim_v; d += 32) acc += fused::to_float(o[d * p.out.sd]) * fused::to_float(g[d * p.d_out.sd]);
+#pragma unroll
+    for (int s = 16; s > 0; s >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, s);
+    if (lane == 0) stats[row] = make_float2(static_cast<const float*>(p.lse.data)[at(p.lse)] * fused::kLog2e, acc);
+  }
+}
+
+}  // namespace nhood::hopper
