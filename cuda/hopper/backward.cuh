@@ -48,8 +48,9 @@ struct BwdShape {
   static constexpr int kRingOff = 2 * kBlockBytes;
   static constexpr int kStatOff = kRingOff + 2 * kStages * kRingBytes;
   static constexpr int kBarOff = kStatOff + kStages * kStatFloats * 4;
+  static constexpr int kMaskOff = kBarOff + 256;  // MaskTable<kBwdRingRows>
   // +1024: the dynamic shared memory base is aligned up to the swizzle atom.
-  static constexpr int kSmemBytes = kBarOff + 256 + 1024;
+  static constexpr int kSmemBytes = kMaskOff + MaskTable<kBwdRingRows>::kBytes + 1024;
 };
 
 struct BwdArgs {
@@ -178,6 +179,7 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
   const SmemDesc y_desc = smem_desc_sw128(smem_addr(smem) + S::kBlockBytes + cw * 64 * 128, 16, 1024);
   const uint32_t ring_base = smem_addr(smem + S::kRingOff);
   const float* stats = reinterpret_cast<const float*>(smem + S::kStatOff);
+  const uint32_t* mask_table = reinterpret_cast<const uint32_t*>(smem + S::kMaskOff);
   const float scale2 = float(p.scale) * fused::kLog2e;  // > 0 (support checks)
 
   Ring<S::kStages> cur, prv;
@@ -259,18 +261,16 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
       int j0[3];
       tiles.origin(a.geo, wk.box, j0);
       tiles.advance(wk.box);
-#pragma unroll
-      for (int ax = 0; ax < 3; ++ax)
-        if (j0[ax] < wk.box.ib[ax] || j0[ax] + a.geo.u[ax] > wk.box.ie[ax])
-          mask_axis<kBwdRingRows>(s, a.geo, ax, j0[ax], win, lane);
+      const unsigned partial = partial_axes(a.geo, wk.box, j0);
+      if (partial) MaskTable<kBwdRingRows>::apply(s, mask_table, j0, win, partial, lane);
 
       // P and dS (unscaled: the scale is applied to dQ/dK at the store).
       if constexpr (KeyMajor) {
         const float* st = stats + cur.stage * S::kStatFloats;
 #pragma unroll
         for (int n = 0; n < kBwdRingRows / 8; ++n) {
-          const float2 l2 = *reinterpret_cast<const float2*>(st + 8 * n + 2 * (lane & 3));
-          const float2 dl = *reinterpret_cast<const float2*>(st + kBwdRingRows + 8 * n + 2 * (lane & 3));
+          const float2 l2 = lds64f(st + 8 * n + 2 * (lane & 3));
+          const float2 dl = lds64f(st + kBwdRingRows + 8 * n + 2 * (lane & 3));
 #pragma unroll
           for (int r = 0; r < 2; ++r) {
             const int i = 4 * n + 2 * r;
@@ -352,6 +352,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1) backward_kernel(const __grid_c
   BwdBarriers& bars = *reinterpret_cast<BwdBarriers*>(smem + S::kBarOff);
   static_assert(sizeof(BwdBarriers) <= 256 && S::kStages <= 8);
   static_assert(S::kSmemBytes <= 227 * 1024);
+  MaskTable<kBwdRingRows>::build(reinterpret_cast<uint32_t*>(smem + S::kMaskOff), a.geo);
 
   // Role from lane 0 so the compiler sees it warp-uniform (ptxas serializes
   // wgmma in paths it considers divergent).

@@ -39,8 +39,10 @@ struct FwdShape {
   static constexpr int kQBytes = kPanels * kQPanel;
   static constexpr int kKVBytes = kPanels * kKVPanel;    // one K (or V) stage
   static constexpr int kBarrierBytes = 256;
+  static constexpr int kBarOff = kQBytes + 2 * kStages * kKVBytes;
+  static constexpr int kMaskOff = kBarOff + kBarrierBytes;  // MaskTable<kTileKeys>
   // +1024: the dynamic shared memory base is aligned up to the swizzle atom.
-  static constexpr int kSmemBytes = kQBytes + 2 * kStages * kKVBytes + kBarrierBytes + 1024;
+  static constexpr int kSmemBytes = kMaskOff + MaskTable<kTileKeys>::kBytes + 1024;
 };
 
 // Everything a launch needs, passed by value (__grid_constant__: tensor maps
@@ -136,6 +138,7 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
   const SmemDesc q_desc = smem_desc_sw128(smem_addr(smem) + cw * 64 * 128, 16, 1024);
   const uint32_t kv_base = smem_addr(smem + S::kQBytes);
   const float scale2 = float(p.scale) * fused::kLog2e;  // > 0 (forward_unsupported)
+  const uint32_t* mask_table = reinterpret_cast<const uint32_t*>(smem + S::kMaskOff);
 
   Ring<S::kStages> cur, prv;  // stage of this step's K, and of the previous step's V
   uint32_t tiles_done = 0;
@@ -208,9 +211,8 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
         int j0[3];
         tiles.origin(a.geo, kw, j0);
         tiles.advance(kw);
-#pragma unroll
-        for (int ax = 0; ax < 3; ++ax)
-          if (j0[ax] < kw.ib[ax] || j0[ax] + a.geo.u[ax] > kw.ie[ax]) mask_axis<kTileKeys>(s, a.geo, ax, j0[ax], win, lane);
+        const unsigned partial = partial_axes(a.geo, kw, j0);
+        if (partial) MaskTable<kTileKeys>::apply(s, mask_table, j0, win, partial, lane);
       } else {
         const int left = int(p.n_additional) - (j - kw.n_spatial) * kTileKeys;
         if (left < kTileKeys)
@@ -334,9 +336,11 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const __grid_const
   extern __shared__ unsigned char smem_raw[];
   unsigned char* smem =
       reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
-  Barriers& bars = *reinterpret_cast<Barriers*>(smem + S::kQBytes + 2 * S::kStages * S::kKVBytes);
+  Barriers& bars = *reinterpret_cast<Barriers*>(smem + S::kBarOff);
   static_assert(sizeof(Barriers) <= S::kBarrierBytes);
   static_assert(S::kStages <= 5, "Barriers holds 5 stages");
+  static_assert(S::kSmemBytes <= 227 * 1024);
+  MaskTable<kTileKeys>::build(reinterpret_cast<uint32_t*>(smem + S::kMaskOff), a.geo);
 
   // Broadcast from lane 0 so the compiler sees a warp-uniform role: wgmma in
   // a path it considers divergent gets serialized (ptxas C7520).

@@ -32,7 +32,11 @@ template <class T>
 void launch_stats(const Params& p, float2* stats, cudaStream_t stream) {
   const int64_t rows = p.batch * p.tokens() * p.heads;
   const int64_t blocks = (rows * 32 + 255) / 256;
-  stats_kernel<T><<<unsigned(blocks < 65536 ? blocks : 65536), 256, 0, stream>>>(p, stats);
+  auto paired = [&](const detail::Operand& o) {
+    return o.sd == 1 && reinterpret_cast<uintptr_t>(o.data) % 4 == 0 && (o.sb | o.sx | o.sy | o.sz | o.sh) % 2 == 0;
+  };
+  const bool pairs = paired(p.out) && paired(p.d_out) && p.head_dim_v % 2 == 0;
+  stats_kernel<T><<<unsigned(blocks < 65536 ? blocks : 65536), 256, 0, stream>>>(p, stats, pairs);
   NHOOD_CUDA_CHECK_LAUNCH("hopper backward statistics");
 }
 

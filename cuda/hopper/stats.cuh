@@ -19,8 +19,16 @@ __device__ __forceinline__ int64_t token_index(const Params& p, const int* g, co
   return (x * p.axis[1].length + y) * p.axis[2].length + z;
 }
 
+__device__ __forceinline__ float2 unpack2(uint32_t u, __half) { return __half22float2(*reinterpret_cast<__half2*>(&u)); }
+__device__ __forceinline__ float2 unpack2(uint32_t u, __nv_bfloat16) {
+  return __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&u));
+}
+
+// One warp per row. pairs: out and d_out rows are unit-stride with 4-byte
+// aligned rows, so each lane loads element pairs (full 128-byte sectors per
+// warp load) instead of single elements.
 template <class T>
-__global__ void stats_kernel(const Params p, float2* stats) {
+__global__ void stats_kernel(const Params p, float2* stats, bool pairs) {
   const int64_t n = p.tokens();
   const int64_t rows = p.batch * p.heads * n;
   const int lane = threadIdx.x % 32;
@@ -34,7 +42,15 @@ __global__ void stats_kernel(const Params p, float2* stats) {
     const T* o = static_cast<const T*>(p.out.data) + at(p.out);
     const T* g = static_cast<const T*>(p.d_out.data) + at(p.d_out);
     float acc = 0.f;
-    for (int64_t d = lane; d < p.head_dim_v; d += 32) acc += fused::to_float(o[d * p.out.sd]) * fused::to_float(g[d * p.d_out.sd]);
+    if (pairs) {
+      for (int64_t d = 2 * lane; d < p.head_dim_v; d += 64) {
+        const float2 x = unpack2(*reinterpret_cast<const uint32_t*>(o + d), T{});
+        const float2 y = unpack2(*reinterpret_cast<const uint32_t*>(g + d), T{});
+        acc += x.x * y.x + x.y * y.y;
+      }
+    } else {
+      for (int64_t d = lane; d < p.head_dim_v; d += 32) acc += fused::to_float(o[d * p.out.sd]) * fused::to_float(g[d * p.d_out.sd]);
+    }
 #pragma unroll
     for (int s = 16; s > 0; s >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, s);
     if (lane == 0) stats[row] = make_float2(static_cast<const float*>(p.lse.data)[at(p.lse)] * fused::kLog2e, acc);
