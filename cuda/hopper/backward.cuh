@@ -99,6 +99,8 @@ __device__ void bwd_produce(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
     mbar_arrive_expect_tx(&bars.blk_full, 2 * S::kBlockBytes);
     load_box<S::kPanels>(smem, &a.x, &bars.blk_full, w.h * HD, p, bt, bt.p0, w.b, S::kBlockPanel);
     load_box<S::kPanels>(smem + S::kBlockBytes, &a.y, &bars.blk_full, w.h * HD, p, bt, bt.p0, w.b, S::kBlockPanel);
+    prefetch_block<S::kPanels>(&a.x, p, a.geo, item + gridDim.x, a.n_items, a.n_tiles, a.heads, HD);
+    prefetch_block<S::kPanels>(&a.y, p, a.geo, item + gridDim.x, a.n_items, a.n_tiles, a.heads, HD);
     TileCursor tiles;
     for (int it = 0; it < wk.steps; ++it) {
       const int head = KeyMajor ? w.h * G + it / wk.box.n_spatial : w.h / G;
@@ -152,8 +154,8 @@ __device__ void bwd_stage_stats(const BwdArgs& a, unsigned char* smem, BwdBarrie
         }
         const float2 v = ok ? a.stats[(int64_t(w.b) * p.heads + head) * p.tokens() + token_index(p, bt.g, q)]
                             : make_float2(INFINITY, 0.f);
-        st[c] = v.x;
-        st[kBwdRingRows + c] = v.y;
+        sts32f(st + c, v.x);
+        sts32f(st + kBwdRingRows + c, v.y);
       }
       mbar_arrive(&bars.ring_full[ring.stage]);  // release: the stores above are visible to the consumers
       ring.advance();
@@ -265,6 +267,9 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
       if (partial) MaskTable<kBwdRingRows>::apply(s, mask_table, j0, win, partial, lane);
 
       // P and dS (unscaled: the scale is applied to dQ/dK at the store).
+      // (Issuing dV += P^T dO before computing dS would overlap the two but
+      // needs P, dP and the packed P live at once: ptxas then serializes the
+      // MMAs for lack of registers at head dim 128.)
       if constexpr (KeyMajor) {
         const float* st = stats + cur.stage * S::kStatFloats;
 #pragma unroll
