@@ -99,8 +99,6 @@ __device__ void bwd_produce(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
     mbar_arrive_expect_tx(&bars.blk_full, 2 * S::kBlockBytes);
     load_box<S::kPanels>(smem, &a.x, &bars.blk_full, w.h * HD, p, bt, bt.p0, w.b, S::kBlockPanel);
     load_box<S::kPanels>(smem + S::kBlockBytes, &a.y, &bars.blk_full, w.h * HD, p, bt, bt.p0, w.b, S::kBlockPanel);
-    prefetch_block<S::kPanels>(&a.x, p, a.geo, item + gridDim.x, a.n_items, a.n_tiles, a.heads, HD);
-    prefetch_block<S::kPanels>(&a.y, p, a.geo, item + gridDim.x, a.n_items, a.n_tiles, a.heads, HD);
     TileCursor tiles;
     for (int it = 0; it < wk.steps; ++it) {
       const int head = KeyMajor ? w.h * G + it / wk.box.n_spatial : w.h / G;

@@ -82,7 +82,6 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
     mbar_wait(&bars.q_empty, (tiles_done & 1) ^ 1);
     mbar_arrive_expect_tx(&bars.q_full, S::kQBytes);
     load_box<S::kPanels>(smem, &a.q, &bars.q_full, w.h * HD, p, bt, bt.p0, w.b, S::kQPanel);
-    prefetch_block<S::kPanels>(&a.q, p, a.geo, item + gridDim.x, a.n_items, a.n_tiles, int(p.heads), HD);
 
     TileCursor tiles;
     for (int it = 0; it < kw.n_total; ++it) {

@@ -46,22 +46,6 @@ __device__ __forceinline__ void load_box(unsigned char* dst, const CUtensorMap* 
                 coord(p, bt, 0, pos0[0]), b);
 }
 
-// L2 prefetch of the block tile of work item `item` (if it exists): the
-// producer issues it one item ahead, so the next block load does not wait
-// on DRAM while the consumers sit idle between items.
-template <int PANELS>
-__device__ __forceinline__ void prefetch_block(const CUtensorMap* map, const Params& p, const Geo& geo, int item,
-                                               int n_items, int n_tiles, int heads, int dim) {
-  if (item >= n_items) return;
-  const Item w(item, n_tiles, heads);
-  BlockTile bt;
-  if (!bt.init(p, geo, w.tile)) return;
-#pragma unroll
-  for (int c = 0; c < PANELS; ++c)
-    tma_prefetch_5d(map, w.h * dim + 64 * c, coord(p, bt, 2, bt.p0[2]), coord(p, bt, 1, bt.p0[1]),
-                    coord(p, bt, 0, bt.p0[0]), w.b);
-}
-
 // Walks the spatial inner tiles of a KvWalk box in order (z fastest),
 // wrapping to the first after the last (the dK/dV pass walks the box once
 // per query head), without KvWalk::origin's divisions.
