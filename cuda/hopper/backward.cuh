@@ -152,8 +152,8 @@ __device__ void bwd_stage_stats(const BwdArgs& a, unsigned char* smem, BwdBarrie
         }
         const float2 v = ok ? a.stats[(int64_t(w.b) * p.heads + head) * p.tokens() + token_index(p, bt.g, q)]
                             : make_float2(INFINITY, 0.f);
-        sts32f(st + c, v.x);
-        sts32f(st + kBwdRingRows + c, v.y);
+        st[c] = v.x;
+        st[kBwdRingRows + c] = v.y;
       }
       mbar_arrive(&bars.ring_full[ring.stage]);  // release: the stores above are visible to the consumers
       ring.advance();

@@ -27,10 +27,6 @@ __device__ __forceinline__ float2 lds64f(const void* p) {
   return v;
 }
 
-__device__ __forceinline__ void sts32f(void* p, float v) {
-  asm volatile("st.shared.f32 [%0], %1;" ::"r"(smem_addr(p)), "f"(v) : "memory");
-}
-
 // ---------------------------------------------------------------- mbarrier
 __device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t arrivals) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(arrivals) : "memory");
