@@ -373,7 +373,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1) backward_kernel(const __grid_c
   __syncthreads();
 
   if (wg == 0) {
-    regs_dealloc<40>();
+    regs_dealloc<24>();  // frees registers for the consumers; the producer warps spill instead (off the MMA path)
     if (threadIdx.x == 0) {
       tma_prefetch_map(&a.x);
       tma_prefetch_map(&a.y);
@@ -384,7 +384,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1) backward_kernel(const __grid_c
       bwd_stage_stats<HD>(a, smem, bars, threadIdx.x % 32);
     }
   } else {
-    regs_alloc<232>();  // 128 x 40 + 256 x 232 = 64512 <= 65536
+    regs_alloc<240>();  // 128 x 24 + 256 x 240 = 64512: the dK/dV pass at head dim 128 needs them (fewer spills per step)
     bwd_consume<T, HD, KeyMajor>(a, smem, bars, wg - 1);
   }
 #endif
