@@ -172,11 +172,6 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
   // Leave the accumulating MMAs in flight across the next step's S and dP
   // unless two HD-wide accumulators already fill the register file.
   constexpr bool kOverlap = !(KeyMajor && HD == 128);
-  // Without that overlap each warpgroup idles while its own MMAs run, and
-  // the shared ring keeps the two in phase (both issue, both compute, both
-  // wait); taking turns at every MMA issue (ping-pong) puts one's softmax
-  // terms under the other's MMAs instead.
-  constexpr bool kPingPong = !kOverlap;
   const Params& p = a.p;
   const int t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
   const int row_in_wg = 16 * warp + lane / 4;  // and +8
@@ -192,7 +187,6 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
   // A operands of the step in flight: kept live across the loop so the
   // compiler does not reuse their registers while a wgmma still reads them.
   uint32_t pds[KS][4] = {}, pp[KS][4] = {};
-  if (kPingPong && cw == 1) turn_pass(cw);  // consumer 0 issues first
   for (int item = blockIdx.x; item < a.n_items; item += gridDim.x) {
     const Item w(item, a.n_tiles, a.heads);
     BlockTile bt;
@@ -238,7 +232,6 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
       const SmemDesc xr_mn = smem_desc_sw128(xr, S::kRingPanel, 1024);           // MN-major (accumulation)
       float s[NS], dp[NS];
       mbar_wait(&bars.ring_full[cur.stage], cur.phase);
-      if (kPingPong) turn_wait(cw);
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < HD / 16; ++kk) {
@@ -253,7 +246,6 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
         MmaS::ss(dp, y_desc(off), xr_k(S::kRingBytes + roff), kk > 0);
       }
       wgmma_commit();
-      if (kPingPong) turn_pass(cw);
       wgmma_wait<0>();  // also completes the previous step's accumulating MMAs
       fence_regs<NS>(s);
       fence_regs<NS>(dp);
@@ -308,7 +300,6 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
 
       // Accumulate: B is the ring tile read transposed (MN-major): 16 ring
       // rows per k-step (two 8-row atoms), 64-column panels apart.
-      if (kPingPong) turn_wait(cw);
       wgmma_fence();
       if constexpr (KeyMajor) {
 #pragma unroll
@@ -319,7 +310,6 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
       for (int kk = 0; kk < KS; ++kk)
         MmaA::rs(acc, pds[kk], xr_mn(kk * 16 * 128));  // dQ += dS K, dK += dS^T Q
       wgmma_commit();
-      if (kPingPong) turn_pass(cw);
       if constexpr (!kOverlap) {
         wgmma_wait<0>();
         fence_regs<NA>(acc);
@@ -353,7 +343,6 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
     }
     ++items_done;
   }
-  if (kPingPong && cw == 0) turn_wait(cw);  // consumes consumer 1's last hand-over
 }
 
 template <class T, int HD, bool KeyMajor>

@@ -113,6 +113,18 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
   }
 }
 
+
+// Named barriers ordering the two consumers' MMA issue (ping-pong): a
+// consumer waits for its turn, issues its MMAs, then hands the turn over, so
+// one consumer's softmax runs while the other's MMAs occupy the tensor cores.
+__device__ __forceinline__ void turn_wait(int consumer) {
+  asm volatile("bar.sync %0, 256;" ::"r"(1 + consumer) : "memory");
+}
+__device__ __forceinline__ void turn_pass(int consumer) {
+  asm volatile("bar.arrive %0, 256;" ::"r"(1 + (consumer ^ 1)) : "memory");
+}
+
+
 template <class T, int HD>
 __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, int cw) {
   using S = FwdShape<HD>;

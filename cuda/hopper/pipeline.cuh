@@ -64,19 +64,6 @@ struct TileCursor {
   }
 };
 
-// Named barriers ordering the two consumers' MMA issue (ping-pong): a
-// consumer waits for its turn, issues its MMAs, then hands the turn over, so
-// one consumer's softmax runs while the other's MMAs occupy the tensor cores
-// (named barriers 1 and 2; consumer 1 passes first so consumer 0 starts,
-// and consumer 0 takes the last hand-over at the end).
-__device__ __forceinline__ void turn_wait(int consumer) {
-  asm volatile("bar.sync %0, 256;" ::"r"(1 + consumer) : "memory");
-}
-__device__ __forceinline__ void turn_pass(int consumer) {
-  asm volatile("bar.arrive %0, 256;" ::"r"(1 + (consumer ^ 1)) : "memory");
-}
-
-
 // Position in a ring of shared-memory stages.
 template <int kStages>
 struct Ring {
