@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 
 #include "../../src/backend.hpp"
 #include "../common/check.cuh"
@@ -53,6 +54,17 @@ const DeviceInfo& device_info(int index) {
     known[index] = true;
   }
   return cache[index];
+}
+
+// Calls f(T{}, integral_constant<int, HD>{}) for the problem's dtype and head dim.
+template <class F>
+void by_type(const Params& p, F&& f) {
+  auto dims = [&](auto tag) {
+    if (p.head_dim == 64) f(tag, std::integral_constant<int, 64>{});
+    else f(tag, std::integral_constant<int, 128>{});
+  };
+  if (p.dtype == DType::float16) dims(__half{});
+  else dims(__nv_bfloat16{});
 }
 
 Geo geometry(const Params& p) { return fused::make_geo(p, kTileRows, kTileKeys, false); }
@@ -146,40 +158,22 @@ void forward(const Params& p, void* stream) {
   a.n_items = int(int64_t(a.n_tiles) * p.heads * p.batch);
   const int grid = std::min(a.n_items, device_info(p.device.index).sms);
   const auto s = static_cast<cudaStream_t>(stream);
-  const bool half = p.dtype == DType::float16;
-  if (p.head_dim == 64) {
-    half ? launch_forward<__half, 64>(a, grid, s) : launch_forward<__nv_bfloat16, 64>(a, grid, s);
-  } else {
-    half ? launch_forward<__half, 128>(a, grid, s) : launch_forward<__nv_bfloat16, 128>(a, grid, s);
-  }
+  by_type(p, [&](auto tag, auto hd) { launch_forward<decltype(tag), decltype(hd)::value>(a, grid, s); });
 }
 
-template <class T, int HD>
-void run_backward(const Params& p, cudaStream_t s) {
-  cuda::Workspace stats(size_t(p.batch * p.tokens() * p.heads) * sizeof(float2), s);
-  launch_stats<T>(p, stats.as<float2>(), s);
-  BwdArgs a{};
-  a.p = p;
-  a.geo = backward_geometry(p);
-  a.stats = stats.as<float2>();
-  a.n_tiles = a.geo.n_spatial_blocks;
-  const int sms = device_info(p.device.index).sms;
-  // dQ: blocks of queries, ring over their keys.
-  a.x = token_tensor_map(p.q, p, p.heads, HD, a.geo.t);
-  a.y = token_tensor_map(p.d_out, p, p.heads, HD, a.geo.t);
-  a.xr = token_tensor_map(p.k, p, p.heads_kv, HD, a.geo.u);
-  a.yr = token_tensor_map(p.v, p, p.heads_kv, HD, a.geo.u);
-  a.heads = int(p.heads);
-  a.n_items = int(int64_t(a.n_tiles) * p.heads * p.batch);
-  launch_backward<T, HD, false>(a, std::min(a.n_items, sms), s);
-  // dK/dV: blocks of keys, ring over the queries attending them.
-  a.x = token_tensor_map(p.k, p, p.heads_kv, HD, a.geo.t);
-  a.y = token_tensor_map(p.v, p, p.heads_kv, HD, a.geo.t);
-  a.xr = token_tensor_map(p.q, p, p.heads, HD, a.geo.u);
-  a.yr = token_tensor_map(p.d_out, p, p.heads, HD, a.geo.u);
-  a.heads = int(p.heads_kv);
-  a.n_items = int(int64_t(a.n_tiles) * p.heads_kv * p.batch);
-  launch_backward<T, HD, true>(a, std::min(a.n_items, sms), s);
+// One backward pass: block tiles of x and y (hb heads) against ring tiles
+// of xr and yr (hr heads) over the persistent grid.
+template <class T, int HD, bool KeyMajor>
+void run_pass(BwdArgs a, const detail::Operand& x, const detail::Operand& y, int64_t hb, const detail::Operand& xr,
+              const detail::Operand& yr, int64_t hr, cudaStream_t s) {
+  const Params& p = a.p;
+  a.x = token_tensor_map(x, p, hb, HD, a.geo.t);
+  a.y = token_tensor_map(y, p, hb, HD, a.geo.t);
+  a.xr = token_tensor_map(xr, p, hr, HD, a.geo.u);
+  a.yr = token_tensor_map(yr, p, hr, HD, a.geo.u);
+  a.heads = int(hb);
+  a.n_items = int(int64_t(a.n_tiles) * hb * p.batch);
+  launch_backward<T, HD, KeyMajor>(a, std::min(a.n_items, device_info(p.device.index).sms), s);
 }
 
 void backward(const Params& p, void* stream) {
@@ -187,12 +181,20 @@ void backward(const Params& p, void* stream) {
   if (p.batch == 0 || p.heads == 0 || p.tokens() == 0) return;
   cuda::DeviceGuard guard(p.device.index);
   const auto s = static_cast<cudaStream_t>(stream);
-  const bool half = p.dtype == DType::float16;
-  if (p.head_dim == 64) {
-    half ? run_backward<__half, 64>(p, s) : run_backward<__nv_bfloat16, 64>(p, s);
-  } else {
-    half ? run_backward<__half, 128>(p, s) : run_backward<__nv_bfloat16, 128>(p, s);
-  }
+  by_type(p, [&](auto tag, auto hd) {
+    using T = decltype(tag);
+    constexpr int HD = decltype(hd)::value;
+    cuda::Workspace stats(size_t(p.batch * p.tokens() * p.heads) * sizeof(float2), s);
+    launch_stats<T>(p, stats.as<float2>(), s);
+    BwdArgs a{};
+    a.p = p;
+    a.geo = backward_geometry(p);
+    a.stats = stats.as<float2>();
+    a.n_tiles = a.geo.n_spatial_blocks;
+    // dQ: blocks of queries, ring over their keys; dK/dV: blocks of keys, ring over the queries attending them.
+    run_pass<T, HD, false>(a, p.q, p.d_out, p.heads, p.k, p.v, p.heads_kv, s);
+    run_pass<T, HD, true>(a, p.k, p.v, p.heads_kv, p.q, p.d_out, p.heads, s);
+  });
 }
 
 }  // namespace
