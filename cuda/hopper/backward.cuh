@@ -14,16 +14,17 @@
 //   dK += dS^T Q,  dV += P^T dO            (dK/dV pass)    B transposed
 // In the dK/dV pass S and dP are the transposed products (rows are keys), so
 // lse and delta = rowsum(dO * O) (stats.cuh) are per column; a producer warp
-// stages them next to each Q/dO tile. Masks reuse the forward's per-axis test with each
-// row's window (dQ) or inverse window (dK/dV): exact, as windows are
-// monotone (window.hpp). No atomics, so the result is deterministic.
+// stages them next to each Q/dO tile. Masks are the forward's (MaskTable)
+// with each row's window (dQ) or inverse window (dK/dV): exact, as windows
+// are monotone (window.hpp). No atomics, so the result is deterministic.
 //
 // The issue order per step: S and dP of step j as one wgmma group, wait,
 // softmax terms in registers, then the accumulating MMAs of step j as a
 // second group left in flight while step j+1's S and dP are issued (where
 // registers allow: not in the dK/dV pass at head dim 128, which holds two
 // 64x128 accumulators). The two consumers' steps interleave at the tensor
-// cores without explicit scheduling.
+// cores without explicit scheduling (turn-taking as in the forward measured
+// no better, docs/performance.md).
 #pragma once
 
 #include "pipeline.cuh"

@@ -56,14 +56,12 @@ struct FwdArgs {
   bool pingpong;  // consumers take turns at the tensor cores (NHOOD_HOPPER_PINGPONG=0 turns it off)
 };
 
-
 struct Barriers {
   uint64_t q_full, q_empty;
   // K and V have separate barriers: K_j is free after S_j, V_j only after
   // O += P_j V_j one step later, so the producer can refill K sooner.
   uint64_t k_full[5], v_full[5], k_empty[5], v_empty[5];
 };
-
 
 template <class T, int HD>
 __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
@@ -113,7 +111,6 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
   }
 }
 
-
 // Named barriers ordering the two consumers' MMA issue (ping-pong): a
 // consumer waits for its turn, issues its MMAs, then hands the turn over, so
 // one consumer's softmax runs while the other's MMAs occupy the tensor cores.
@@ -123,7 +120,6 @@ __device__ __forceinline__ void turn_wait(int consumer) {
 __device__ __forceinline__ void turn_pass(int consumer) {
   asm volatile("bar.arrive %0, 256;" ::"r"(1 + (consumer ^ 1)) : "memory");
 }
-
 
 template <class T, int HD>
 __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, int cw) {
