@@ -36,7 +36,11 @@ void launch_stats(const Params& p, float2* stats, cudaStream_t stream) {
     return o.sd == 1 && reinterpret_cast<uintptr_t>(o.data) % 4 == 0 && (o.sb | o.sx | o.sy | o.sz | o.sh) % 2 == 0;
   };
   const bool pairs = paired(p.out) && paired(p.d_out) && p.head_dim_v % 2 == 0;
-  stats_kernel<T><<<unsigned(blocks < 65536 ? blocks : 65536), 256, 0, stream>>>(p, stats, pairs);
+  const unsigned grid = unsigned(blocks < 65536 ? blocks : 65536);
+  if (rows < (int64_t(1) << 31) - int64_t(grid) * 8)  // no overflow in the grid-stride step either
+    stats_kernel<T, int32_t><<<grid, 256, 0, stream>>>(p, stats, pairs);
+  else
+    stats_kernel<T, int64_t><<<grid, 256, 0, stream>>>(p, stats, pairs);
   NHOOD_CUDA_CHECK_LAUNCH("hopper backward statistics");
 }
 

@@ -26,27 +26,27 @@ __device__ __forceinline__ float2 unpack2(uint32_t u, __nv_bfloat16) {
 
 // One warp per row. pairs: out and d_out rows are unit-stride with 4-byte
 // aligned rows, so each lane loads element pairs (full 128-byte sectors per
-// warp load) instead of single elements.
-template <class T>
+// warp load) instead of single elements. I: the index type, 32-bit when the
+// row count allows (the row's five divisions in 64 bits cost more issue
+// slots than its loads take time).
+template <class T, class I>
 __global__ void stats_kernel(const Params p, float2* stats, bool pairs) {
-  const int64_t n = p.tokens();
-  const int64_t rows = p.batch * p.heads * n;
+  const I n = I(p.tokens()), heads = I(p.heads), lz = I(p.axis[2].length), ly = I(p.axis[1].length);
+  const I rows = I(p.batch) * heads * n;
   const int lane = threadIdx.x % 32;
-  for (int64_t row = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32; row < rows;
-       row += int64_t(gridDim.x) * blockDim.x / 32) {
-    const int64_t t = row % n, bh = row / n;
-    const int64_t h = bh % p.heads, b = bh / p.heads;
-    const int64_t z = t % p.axis[2].length, y = (t / p.axis[2].length) % p.axis[1].length;
-    const int64_t x = t / (p.axis[2].length * p.axis[1].length);
+  for (I row = (I(blockIdx.x) * blockDim.x + threadIdx.x) / 32; row < rows; row += I(gridDim.x) * blockDim.x / 32) {
+    const I t = row % n, bh = row / n;
+    const int64_t h = bh % heads, b = bh / heads;
+    const int64_t z = t % lz, y = (t / lz) % ly, x = t / (lz * ly);
     auto at = [&](const detail::Operand& o) { return b * o.sb + x * o.sx + y * o.sy + z * o.sz + h * o.sh; };
     const T* o = static_cast<const T*>(p.out.data) + at(p.out);
     const T* g = static_cast<const T*>(p.d_out.data) + at(p.d_out);
     float acc = 0.f;
     if (pairs) {
-      for (int64_t d = 2 * lane; d < p.head_dim_v; d += 64) {
-        const float2 x = unpack2(*reinterpret_cast<const uint32_t*>(o + d), T{});
-        const float2 y = unpack2(*reinterpret_cast<const uint32_t*>(g + d), T{});
-        acc += x.x * y.x + x.y * y.y;
+      for (int d = 2 * lane; d < p.head_dim_v; d += 64) {
+        const float2 u = unpack2(*reinterpret_cast<const uint32_t*>(o + d), T{});
+        const float2 v = unpack2(*reinterpret_cast<const uint32_t*>(g + d), T{});
+        acc += u.x * v.x + u.y * v.y;
       }
     } else {
       for (int64_t d = lane; d < p.head_dim_v; d += 32) acc += fused::to_float(o[d * p.out.sd]) * fused::to_float(g[d * p.d_out.sd]);
