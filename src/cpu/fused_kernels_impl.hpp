@@ -20,7 +20,13 @@ typedef int32_t vi __attribute__((vector_size(W * 4)));
 
 inline vf load(const float* p) { vf v; __builtin_memcpy(&v, p, sizeof v); return v; }
 inline void store(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
-inline vf splat(float a) { return vf{} + a; }
+// a in every lane. `a - 0` is exactly a (also for -0.0 and NaN), so the
+// compiler drops the subtraction and folds the broadcast into the consumer
+// (AVX-512: an FMA with a {1to16} memory operand, one uop). `vf{} + a` is not
+// a for a = -0.0: it compiled to a scalar add plus a register broadcast, two
+// extra uops on the FMA/shuffle ports per splat; a lane loop compiled to
+// per-lane inserts in some kernels.
+inline vf splat(float a) { return a - vf{}; }
 
 // Rows i < M of C = A * B over `nv` column vectors starting at B, C. Two
 // vectors per step when possible: M*2 accumulators stay in registers while
