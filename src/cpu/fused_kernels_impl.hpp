@@ -23,6 +23,19 @@ typedef float vf __attribute__((vector_size(W * 4)));
 typedef int32_t vi __attribute__((vector_size(W * 4)));
 
 inline vf load(const float* p) { vf v; __builtin_memcpy(&v, p, sizeof v); return v; }
+// A vector load used by several FMAs (one per query of a group), kept in a
+// register: otherwise GCC may fold the load into each FMA as a memory
+// operand, one load uop per use (pv_tile<2, 2>: 6 loads for 4 FMAs per step,
+// load-bound; qk_tile with 2-3 queries likewise).
+inline vf load_once(const float* p) {
+  vf v = load(p);
+#if defined(__AVX512F__)
+  __asm__("" : "+v"(v));  // any of the 32 vector registers
+#elif defined(__AVX__)
+  __asm__("" : "+x"(v));
+#endif
+  return v;
+}
 inline void store(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
 // a in every lane. `a - 0` is exactly a (also for -0.0 and NaN), so the
 // compiler drops the subtraction and folds the broadcast into the consumer
@@ -44,7 +57,7 @@ void gemm_rows(int64_t nv, int64_t depth, const float* A, int64_t lda, const flo
     for (int i = 0; i < M; ++i) acc0[i] = acc1[i] = vf{};
     const float* b = B + v * W;
     for (int64_t d = 0; d < depth; ++d) {
-      const vf b0 = load(b + d * ldb), b1 = load(b + d * ldb + W);
+      const vf b0 = load_once(b + d * ldb), b1 = load_once(b + d * ldb + W);
       for (int i = 0; i < M; ++i) {
         const vf a = splat(A[i * lda + d]);
         acc0[i] += a * b0;
@@ -61,7 +74,7 @@ void gemm_rows(int64_t nv, int64_t depth, const float* A, int64_t lda, const flo
     for (int i = 0; i < M; ++i) acc[i] = vf{};
     const float* b = B + v * W;
     for (int64_t d = 0; d < depth; ++d) {
-      const vf b0 = load(b + d * ldb);
+      const vf b0 = load_once(b + d * ldb);
       for (int i = 0; i < M; ++i) acc[i] += splat(A[i * lda + d]) * b0;
     }
     for (int i = 0; i < M; ++i) store(C + i * ldc + v * W, acc[i]);
@@ -92,7 +105,7 @@ void gemm_blocks1(int64_t depth, const float* A, int64_t lda, const float* B, in
     for (int j = 0; j < J; ++j) acc[i][j] = vf{};
   for (int64_t d = 0; d < depth; ++d) {
     vf b[J];
-    for (int j = 0; j < J; ++j) b[j] = load(B + j * bstride + d * ldb);
+    for (int j = 0; j < J; ++j) b[j] = load_once(B + j * bstride + d * ldb);
     for (int i = 0; i < M; ++i) {
       const vf a = splat(A[i * lda + d]);
       for (int j = 0; j < J; ++j) acc[i][j] += a * b[j];
@@ -256,7 +269,7 @@ void qk_tile(int64_t depth, const float* A, int64_t lda, const float* B, int64_t
   for (int64_t d = 0; d < depth; ++d) {
     vf b[J][NB];
     for (int j = 0; j < J; ++j)
-      for (int v = 0; v < NB; ++v) b[j][v] = load(B + j * bstride + d * ldb + v * W);
+      for (int v = 0; v < NB; ++v) b[j][v] = load_once(B + j * bstride + d * ldb + v * W);
     for (int i = 0; i < M; ++i) {
       const vf a = splat(A[i * lda + d]);
       for (int j = 0; j < J; ++j)
@@ -493,7 +506,7 @@ void pv_tile(int64_t nrows, int64_t bw, const float* P, int64_t rowlen, int64_t 
     for (; w + NS <= bw; w += NS)
       for (int k = 0; k < NS; ++k) {
         vf b[NV];
-        for (int v = 0; v < NV; ++v) b[v] = load(vr + (w + k) * ldv + v * W);
+        for (int v = 0; v < NV; ++v) b[v] = load_once(vr + (w + k) * ldv + v * W);
         for (int i = 0; i < M; ++i) {
           const vf p = splat(pr[i * lds + w + k]);
           for (int v = 0; v < NV; ++v) acc[k][i][v] += p * b[v];
@@ -501,7 +514,7 @@ void pv_tile(int64_t nrows, int64_t bw, const float* P, int64_t rowlen, int64_t 
       }
     for (; w < bw; ++w) {
       vf b[NV];
-      for (int v = 0; v < NV; ++v) b[v] = load(vr + w * ldv + v * W);
+      for (int v = 0; v < NV; ++v) b[v] = load_once(vr + w * ldv + v * W);
       for (int i = 0; i < M; ++i) {
         const vf p = splat(pr[i * lds + w]);
         for (int v = 0; v < NV; ++v) acc[0][i][v] += p * b[v];
