@@ -190,11 +190,13 @@ void axpy(int64_t width, float a, const float* x, float* y) {
 }
 
 // exp with Cephes' range reduction and degree-6 polynomial: ~1 ulp over the
-// range softmax needs. Inputs below -87 (incl. -inf) give exactly 0.
+// range softmax needs. Only for x <= 0 (every caller passes x - max, or -inf
+// for lanes outside a window): no clamp above. Inputs below -87 (incl. -inf)
+// give exactly 0; they are clamped to -87 first (one blend on the mask the
+// zeroing needs anyway) so the exponent bits stay a normal float.
 inline vf vexp(vf x) {
   const vi tiny = x < splat(-87.0f);
-  x = x > splat(88.0f) ? splat(88.0f) : x;
-  x = x < splat(-87.0f) ? splat(-87.0f) : x;
+  x = tiny ? splat(-87.0f) : x;
   const vf magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
   vf n = (x * splat(1.44269504088896341f) + magic) - magic;
   const vf r = x - n * splat(0.693359375f) - n * splat(-2.12194440e-4f);
@@ -445,29 +447,35 @@ void softmax_m(float* S, int64_t lds, int64_t nrows, int64_t rowlen, const int64
     vhi[i] = splat(float(hi[i] - c0));
     vm[i] = ninf;
   }
-  for (int64_t r = 0; r < nrows; ++r)
-    for (int64_t v = 0; v < rowlen; v += W) {
-      const vf c = idx + float(v);
+  // Vector v of every row has the same lanes in each query's window: the
+  // masks are made once per v, outside the row loop.
+  vi mk[M];
+  auto make_masks = [&](int64_t v) {
+    const vf c = idx + float(v);
+    for (int i = 0; i < M; ++i) mk[i] = (c >= vlo[i]) & (c < vhi[i]);
+  };
+  for (int64_t v = 0; v < rowlen; v += W) {
+    make_masks(v);
+    for (int64_t r = 0; r < nrows; ++r)
       for (int i = 0; i < M; ++i) {
-        const vf x = load(S + i * lds + r * rowlen + v);
-        const vf y = ((c >= vlo[i]) & (c < vhi[i])) ? x : ninf;
+        const vf y = mk[i] ? load(S + i * lds + r * rowlen + v) : ninf;
         vm[i] = y > vm[i] ? y : vm[i];
       }
-    }
+  }
   const int64_t t0 = nrows * rowlen;
   tail_max<M>(S, lds, t0, nt, vm);
   vf acc[M];
   finish_max<M>(vm, max_out, acc);
-  for (int64_t r = 0; r < nrows; ++r)
-    for (int64_t v = 0; v < rowlen; v += W) {
-      const vf c = idx + float(v);
+  for (int64_t v = 0; v < rowlen; v += W) {
+    make_masks(v);
+    for (int64_t r = 0; r < nrows; ++r)
       for (int i = 0; i < M; ++i) {
         float* p = S + i * lds + r * rowlen + v;
-        const vf e = vexp(((c >= vlo[i]) & (c < vhi[i])) ? load(p) - vm[i] : ninf);
+        const vf e = vexp(mk[i] ? load(p) - vm[i] : ninf);
         store(p, e);
         acc[i] += e;
       }
-    }
+  }
   tail_exp<M>(S, lds, t0, nt, vm, acc);
   for (int i = 0; i < M; ++i) sum_out[i] = hsum(acc[i]);
 }
