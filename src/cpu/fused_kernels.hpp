@@ -45,7 +45,9 @@ struct KernelTable {
   // O[i*ldo + 0:width] += sum_{r<nrows, w<bw} P[i*lds + r*rowlen + w] * V[r*vstride + w*ldv + 0:width].
   void (*band_pv)(int64_t m, int64_t nrows, int64_t bw, const float* P, int64_t rowlen, int64_t lds, const float* V,
                   int64_t vstride, int64_t ldv, float* O, int64_t ldo, int64_t width);
-  // dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols.
+  // dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols, and 0 for
+  // rows <= r < ldd (the padding kernels read past the last key); needs
+  // ldd >= rows + kPad.
   void (*transpose)(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd);
 
   // Paired-query band kernels (bands of at most vec/2 columns; m <= 2): both
