@@ -187,11 +187,13 @@ struct Packed {
         // float32 keys need no conversion: transposed straight from the
         // tensor, without the row copy through scratch (one pass and a
         // box-sized buffer less in L2), the next box row prefetched.
+        auto prefetch_box_row = [&](int64_t r) {
+          for (int64_t w = 0; w < nz; ++w) prefetch_row(static_cast<const T*>(src_rows[size_t(r)]) + w * step, n);
+        };
         cols.resize(size_t(nrows * n * wpad));
+        prefetch_box_row(0);
         for (int64_t r = 0; r < nrows; ++r) {
-          for (int64_t w = 0; r == 0 && w < nz; ++w) prefetch_row(static_cast<const T*>(src_rows[0]) + w * step, n);
-          for (int64_t w = 0; r + 1 < nrows && w < nz; ++w)
-            prefetch_row(static_cast<const T*>(src_rows[size_t(r + 1)]) + w * step, n);
+          if (r + 1 < nrows) prefetch_box_row(r + 1);
           kt.transpose(static_cast<const T*>(src_rows[size_t(r)]), step, nz, n, cols.data() + r * n * wpad, wpad);
         }
         rows_finite = true;  // not checked: only value rows need it
