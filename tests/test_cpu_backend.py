@@ -134,7 +134,7 @@ def test_features(name, dtype):
 def test_band_groups(kernel, dim, n_add):
     """Forward band groups of 1-8 queries (segments of 16 along the last axis, window widths
     from 2 to 17, borders where windows clamp) with the best kernels of this CPU; bands of at
-    most half a vector take the paired-row kernels (odd and even key-row counts, additional
+    most half a vector take the paired-query kernels (odd segment lengths: a lone last query, additional
     tokens)."""
     pb = dict(rank=2, spatial=(19, 37), kernel=kernel, stride=(1, 1), dilation=(1, 1), causal=(False, False),
               batch=1, heads=2, heads_kv=1, dim=dim, dim_v=dim, n_add=n_add, packed=False)

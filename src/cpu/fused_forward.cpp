@@ -81,12 +81,12 @@ void forward_impl(const Params& p) {
           smax.resize(size_t(seg.m));
           ssum.resize(size_t(seg.m));
           const int64_t nr = seg.nrows(), nyw = seg.ry1 - seg.ry0;
-          // Paired rows (two key rows per vector) when every band of the
-          // groups fits half a vector: 2 queries of a 7-wide window on
-          // AVX-512 (3-wide on AVX2). Halves QK^T and softmax vectors.
+          // Paired queries (both queries' logits of a key row in one vector)
+          // when every group's band fits half a vector: 2 queries of a 7-wide
+          // window on AVX-512 (3-wide on AVX2).
           const int64_t half = vec / 2;
           int64_t M = v_finite ? 2 : 1;
-          bool paired = kt.band_qk2 != nullptr && nyw == nr;
+          bool paired = kt.band_qkq != nullptr && nyw == nr;
           for (int64_t i0 = 0; paired && i0 < seg.m; i0 += M)
             paired = seg.hi[size_t(std::min(i0 + M, seg.m) - 1)] - seg.lo[size_t(i0)] <= half;
           if (!paired) M = v_finite ? band_group_size(kt, seg, dims.d, dims.dvpad) : 1;
@@ -96,20 +96,20 @@ void forward_impl(const Params& p) {
             const float* A = qs.data() + i0 * dims.dpad;
             float* Og = O.data() + i0 * dims.dvpad;
             if (paired) {
-              const int64_t body = (nr + 1) / 2 * vec, lds = body + tail;
-              S.resize(size_t(mb * lds));
-              kt.band_qk2(mb, nr, dims.d, A, dims.dpad, kpack.cols.data() + seg.box_row(0) * kstride + c0, kstride,
-                          kpack.wpad, S.data(), lds);
+              const int64_t body = nr * vec;
+              S.resize(size_t(body + 2 * tail));
+              kt.band_qkq(mb, nr, dims.d, A, dims.dpad, kpack.cols.data() + seg.box_row(0) * kstride + c0, kstride,
+                          kpack.wpad, S.data());
               if (dims.nadd)
                 kt.band_qk(mb, tail / vec, 1, dims.d, A, dims.dpad, kpack.add_cols.data(), 0, apadc,
-                           S.data() + body, tail, lds);
-              kt.band_softmax2(mb, S.data(), lds, nr, seg.lo.data() + i0, seg.hi.data() + i0, c0, dims.nadd,
+                           S.data() + body, tail, tail);
+              kt.band_softmaxq(mb, S.data(), nr, seg.lo.data() + i0, seg.hi.data() + i0, c0, dims.nadd, tail,
                                smax.data() + i0, ssum.data() + i0);
-              kt.band_pv(mb, nr, bw, S.data(), half, lds,
+              kt.band_pv(mb, nr, bw, S.data(), vec, half,
                          vpack.rows.data() + (seg.box_row(0) * vpack.nz + c0) * dims.dvpad, vstride, dims.dvpad, Og,
                          dims.dvpad, dims.dvpad);
               if (dims.nadd)
-                kt.band_pv(mb, 1, dims.nadd, S.data() + body, tail, lds, vpack.add_rows.data(), 0, dims.dvpad, Og,
+                kt.band_pv(mb, 1, dims.nadd, S.data() + body, tail, tail, vpack.add_rows.data(), 0, dims.dvpad, Og,
                            dims.dvpad, dims.dvpad);
               continue;
             }

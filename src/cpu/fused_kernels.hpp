@@ -45,17 +45,22 @@ struct KernelTable {
   // O[i*ldo + 0:width] += sum_{r<nrows, w<bw} P[i*lds + r*rowlen + w] * V[r*vstride + w*ldv + 0:width].
   void (*band_pv)(int64_t m, int64_t nrows, int64_t bw, const float* P, int64_t rowlen, int64_t lds, const float* V,
                   int64_t vstride, int64_t ldv, float* O, int64_t ldo, int64_t width);
-  // dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols.
+  // dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols, and 0 for
+  // rows <= r < ldd (the padding kernels read past the last key); needs
+  // ldd >= rows + kPad.
   void (*transpose)(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd);
 
-  // Paired-row band kernels (bands of at most vec/2 columns; m <= 4): two key
-  // rows per vector, S[i*lds + r*(vec/2) + w] (layout in fused_kernels_impl.hpp;
-  // band_pv reads it with rowlen = vec/2). nullptr where not compiled (tables
-  // of 4-float vectors, compilers without __builtin_shufflevector).
-  void (*band_qk2)(int64_t m, int64_t nrows, int64_t depth, const float* A, int64_t lda, const float* B,
-                   int64_t bstride, int64_t ldb, float* S, int64_t lds);
-  void (*band_softmax2)(int64_t m, float* S, int64_t lds, int64_t nrows, const int64_t* lo, const int64_t* hi,
-                        int64_t c0, int64_t nt, float* max_out, float* sum_out);
+  // Paired-query band kernels (bands of at most vec/2 columns; m <= 2): both
+  // queries' logits of one key row in one vector, S[r*vec + l] (lanes
+  // [0, vec/2) query 0, the rest query 1), then query i's nt additional-token
+  // floats at S + nrows*vec + i*ldt (layout in fused_kernels_impl.hpp;
+  // band_pv reads it with rowlen = vec, lds = vec/2). nullptr where not
+  // compiled (tables of 4-float vectors, compilers without
+  // __builtin_shufflevector).
+  void (*band_qkq)(int64_t m, int64_t nrows, int64_t depth, const float* A, int64_t lda, const float* B,
+                   int64_t bstride, int64_t ldb, float* S);
+  void (*band_softmaxq)(int64_t m, float* S, int64_t nrows, const int64_t* lo, const int64_t* hi, int64_t c0,
+                        int64_t nt, int64_t ldt, float* max_out, float* sum_out);
 };
 
 // The best table this CPU supports (chosen once; NHOOD_CPU_ISA=generic|avx2

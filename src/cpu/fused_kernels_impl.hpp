@@ -8,6 +8,10 @@
 // linker with the baseline copy and run on a CPU without AVX2.
 #include <cstdint>
 
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
 #include "fused_kernels.hpp"
 
 namespace nhood::cpu::fused::NHOOD_KERNEL_NS {
@@ -19,8 +23,27 @@ typedef float vf __attribute__((vector_size(W * 4)));
 typedef int32_t vi __attribute__((vector_size(W * 4)));
 
 inline vf load(const float* p) { vf v; __builtin_memcpy(&v, p, sizeof v); return v; }
+// A vector load used by several FMAs (one per query of a group), kept in a
+// register: otherwise GCC may fold the load into each FMA as a memory
+// operand, one load uop per use (pv_tile<2, 2>: 6 loads for 4 FMAs per step,
+// load-bound; qk_tile with 2-3 queries likewise).
+inline vf load_once(const float* p) {
+  vf v = load(p);
+#if defined(__AVX512F__)
+  __asm__("" : "+v"(v));  // any of the 32 vector registers
+#elif defined(__AVX__)
+  __asm__("" : "+x"(v));
+#endif
+  return v;
+}
 inline void store(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
-inline vf splat(float a) { return vf{} + a; }
+// a in every lane. `a - 0` is exactly a (also for -0.0 and NaN), so the
+// compiler drops the subtraction and folds the broadcast into the consumer
+// (AVX-512: an FMA with a {1to16} memory operand, one uop). `vf{} + a` is not
+// a for a = -0.0: it compiled to a scalar add plus a register broadcast, two
+// extra uops on the FMA/shuffle ports per splat; a lane loop compiled to
+// per-lane inserts in some kernels.
+inline vf splat(float a) { return a - vf{}; }
 
 // Rows i < M of C = A * B over `nv` column vectors starting at B, C. Two
 // vectors per step when possible: M*2 accumulators stay in registers while
@@ -34,7 +57,7 @@ void gemm_rows(int64_t nv, int64_t depth, const float* A, int64_t lda, const flo
     for (int i = 0; i < M; ++i) acc0[i] = acc1[i] = vf{};
     const float* b = B + v * W;
     for (int64_t d = 0; d < depth; ++d) {
-      const vf b0 = load(b + d * ldb), b1 = load(b + d * ldb + W);
+      const vf b0 = load_once(b + d * ldb), b1 = load_once(b + d * ldb + W);
       for (int i = 0; i < M; ++i) {
         const vf a = splat(A[i * lda + d]);
         acc0[i] += a * b0;
@@ -51,7 +74,7 @@ void gemm_rows(int64_t nv, int64_t depth, const float* A, int64_t lda, const flo
     for (int i = 0; i < M; ++i) acc[i] = vf{};
     const float* b = B + v * W;
     for (int64_t d = 0; d < depth; ++d) {
-      const vf b0 = load(b + d * ldb);
+      const vf b0 = load_once(b + d * ldb);
       for (int i = 0; i < M; ++i) acc[i] += splat(A[i * lda + d]) * b0;
     }
     for (int i = 0; i < M; ++i) store(C + i * ldc + v * W, acc[i]);
@@ -82,7 +105,7 @@ void gemm_blocks1(int64_t depth, const float* A, int64_t lda, const float* B, in
     for (int j = 0; j < J; ++j) acc[i][j] = vf{};
   for (int64_t d = 0; d < depth; ++d) {
     vf b[J];
-    for (int j = 0; j < J; ++j) b[j] = load(B + j * bstride + d * ldb);
+    for (int j = 0; j < J; ++j) b[j] = load_once(B + j * bstride + d * ldb);
     for (int i = 0; i < M; ++i) {
       const vf a = splat(A[i * lda + d]);
       for (int j = 0; j < J; ++j) acc[i][j] += a * b[j];
@@ -167,11 +190,13 @@ void axpy(int64_t width, float a, const float* x, float* y) {
 }
 
 // exp with Cephes' range reduction and degree-6 polynomial: ~1 ulp over the
-// range softmax needs. Inputs below -87 (incl. -inf) give exactly 0.
+// range softmax needs. Only for x <= 0 (every caller passes x - max, or -inf
+// for lanes outside a window): no clamp above. Inputs below -87 (incl. -inf)
+// give exactly 0; they are clamped to -87 first (one blend on the mask the
+// zeroing needs anyway) so the exponent bits stay a normal float.
 inline vf vexp(vf x) {
   const vi tiny = x < splat(-87.0f);
-  x = x > splat(88.0f) ? splat(88.0f) : x;
-  x = x < splat(-87.0f) ? splat(-87.0f) : x;
+  x = tiny ? splat(-87.0f) : x;
   const vf magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
   vf n = (x * splat(1.44269504088896341f) + magic) - magic;
   const vf r = x - n * splat(0.693359375f) - n * splat(-2.12194440e-4f);
@@ -246,7 +271,7 @@ void qk_tile(int64_t depth, const float* A, int64_t lda, const float* B, int64_t
   for (int64_t d = 0; d < depth; ++d) {
     vf b[J][NB];
     for (int j = 0; j < J; ++j)
-      for (int v = 0; v < NB; ++v) b[j][v] = load(B + j * bstride + d * ldb + v * W);
+      for (int v = 0; v < NB; ++v) b[j][v] = load_once(B + j * bstride + d * ldb + v * W);
     for (int i = 0; i < M; ++i) {
       const vf a = splat(A[i * lda + d]);
       for (int j = 0; j < J; ++j)
@@ -321,38 +346,51 @@ inline vf lane_index() {
 #define NHOOD_SWAP(v, s) __builtin_shufflevector(v, v, 0 ^ s, 1 ^ s, 2 ^ s, 3 ^ s)
 #endif
 #endif
+// Max/sum over each aligned group of G lanes (G = W: the whole vector; G =
+// W/2: each half, for the paired-query layout), valid in the group's first
+// lane.
 #ifdef NHOOD_SWAP
-inline float hmax(vf v) {
-  if (W >= 16) { const vf u = NHOOD_SWAP(v, 8 % W); v = u > v ? u : v; }
-  if (W >= 8) { const vf u = NHOOD_SWAP(v, 4 % W); v = u > v ? u : v; }
-  { const vf u = NHOOD_SWAP(v, 2 % W); v = u > v ? u : v; }
-  { const vf u = NHOOD_SWAP(v, 1); v = u > v ? u : v; }
-  return v[0];
+template <int G>
+inline vf group_max(vf v) {
+  if (G >= 16) { const vf u = NHOOD_SWAP(v, 8 % W); v = u > v ? u : v; }
+  if (G >= 8) { const vf u = NHOOD_SWAP(v, 4 % W); v = u > v ? u : v; }
+  if (G >= 4) { const vf u = NHOOD_SWAP(v, 2 % W); v = u > v ? u : v; }
+  if (G >= 2) { const vf u = NHOOD_SWAP(v, 1); v = u > v ? u : v; }
+  return v;
 }
-inline float hsum(vf v) {
-  if (W >= 16) v += NHOOD_SWAP(v, 8 % W);
-  if (W >= 8) v += NHOOD_SWAP(v, 4 % W);
-  v += NHOOD_SWAP(v, 2 % W);
-  v += NHOOD_SWAP(v, 1);
-  return v[0];
+template <int G>
+inline vf group_sum(vf v) {
+  if (G >= 16) v += NHOOD_SWAP(v, 8 % W);
+  if (G >= 8) v += NHOOD_SWAP(v, 4 % W);
+  if (G >= 4) v += NHOOD_SWAP(v, 2 % W);
+  if (G >= 2) v += NHOOD_SWAP(v, 1);
+  return v;
 }
 #undef NHOOD_SWAP
 #else
-inline float hmax(vf v) {
-  float m = v[0];
-  for (int l = 1; l < W; ++l) m = v[l] > m ? v[l] : m;
-  return m;
+template <int G>
+inline vf group_max(vf v) {
+  for (int g = 0; g < W; g += G)
+    for (int l = 1; l < G; ++l) v[g] = v[g + l] > v[g] ? v[g + l] : v[g];
+  return v;
 }
-inline float hsum(vf v) {
-  float s = 0;
-  for (int l = 0; l < W; ++l) s += v[l];
-  return s;
+template <int G>
+inline vf group_sum(vf v) {
+  for (int g = 0; g < W; g += G) {
+    float s = 0;
+    for (int l = 0; l < G; ++l) s += v[g + l];
+    v[g] = s;
+  }
+  return v;
 }
 #endif
+inline float hmax(vf v) { return group_max<W>(v)[0]; }
+inline float hsum(vf v) { return group_sum<W>(v)[0]; }
 
-// Pieces shared by both band-group softmax layouts (softmax_m, softmax2_m):
+// Pieces shared by both band-group softmax layouts (softmax_m, softmaxq_m):
 // the additional-token tail (the nt floats at S + i*lds + t0 of each query,
-// lanes past nt ignored) and turning the running maxima into scalars.
+// lanes past nt ignored); finish_max turns softmax_m's running maxima into
+// scalars.
 template <int M>
 inline void tail_max(const float* S, int64_t lds, int64_t t0, int64_t nt, vf* vm) {
   const vf ninf = splat(-__builtin_inff());
@@ -409,29 +447,35 @@ void softmax_m(float* S, int64_t lds, int64_t nrows, int64_t rowlen, const int64
     vhi[i] = splat(float(hi[i] - c0));
     vm[i] = ninf;
   }
-  for (int64_t r = 0; r < nrows; ++r)
-    for (int64_t v = 0; v < rowlen; v += W) {
-      const vf c = idx + float(v);
+  // Vector v of every row has the same lanes in each query's window: the
+  // masks are made once per v, outside the row loop.
+  vi mk[M];
+  auto make_masks = [&](int64_t v) {
+    const vf c = idx + float(v);
+    for (int i = 0; i < M; ++i) mk[i] = (c >= vlo[i]) & (c < vhi[i]);
+  };
+  for (int64_t v = 0; v < rowlen; v += W) {
+    make_masks(v);
+    for (int64_t r = 0; r < nrows; ++r)
       for (int i = 0; i < M; ++i) {
-        const vf x = load(S + i * lds + r * rowlen + v);
-        const vf y = ((c >= vlo[i]) & (c < vhi[i])) ? x : ninf;
+        const vf y = mk[i] ? load(S + i * lds + r * rowlen + v) : ninf;
         vm[i] = y > vm[i] ? y : vm[i];
       }
-    }
+  }
   const int64_t t0 = nrows * rowlen;
   tail_max<M>(S, lds, t0, nt, vm);
   vf acc[M];
   finish_max<M>(vm, max_out, acc);
-  for (int64_t r = 0; r < nrows; ++r)
-    for (int64_t v = 0; v < rowlen; v += W) {
-      const vf c = idx + float(v);
+  for (int64_t v = 0; v < rowlen; v += W) {
+    make_masks(v);
+    for (int64_t r = 0; r < nrows; ++r)
       for (int i = 0; i < M; ++i) {
         float* p = S + i * lds + r * rowlen + v;
-        const vf e = vexp(((c >= vlo[i]) & (c < vhi[i])) ? load(p) - vm[i] : ninf);
+        const vf e = vexp(mk[i] ? load(p) - vm[i] : ninf);
         store(p, e);
         acc[i] += e;
       }
-    }
+  }
   tail_exp<M>(S, lds, t0, nt, vm, acc);
   for (int i = 0; i < M; ++i) sum_out[i] = hsum(acc[i]);
 }
@@ -470,7 +514,7 @@ void pv_tile(int64_t nrows, int64_t bw, const float* P, int64_t rowlen, int64_t 
     for (; w + NS <= bw; w += NS)
       for (int k = 0; k < NS; ++k) {
         vf b[NV];
-        for (int v = 0; v < NV; ++v) b[v] = load(vr + (w + k) * ldv + v * W);
+        for (int v = 0; v < NV; ++v) b[v] = load_once(vr + (w + k) * ldv + v * W);
         for (int i = 0; i < M; ++i) {
           const vf p = splat(pr[i * lds + w + k]);
           for (int v = 0; v < NV; ++v) acc[k][i][v] += p * b[v];
@@ -478,7 +522,7 @@ void pv_tile(int64_t nrows, int64_t bw, const float* P, int64_t rowlen, int64_t 
       }
     for (; w < bw; ++w) {
       vf b[NV];
-      for (int v = 0; v < NV; ++v) b[v] = load(vr + w * ldv + v * W);
+      for (int v = 0; v < NV; ++v) b[v] = load_once(vr + w * ldv + v * W);
       for (int i = 0; i < M; ++i) {
         const vf p = splat(pr[i * lds + w]);
         for (int v = 0; v < NV; ++v) acc[0][i][v] += p * b[v];
@@ -523,142 +567,166 @@ void band_pv(int64_t m, int64_t nrows, int64_t bw, const float* P, int64_t rowle
   }
 }
 
-// ---- paired rows (forward, narrow bands) ----------------------------------
-// When every band of a group is at most H = W/2 columns wide (7-wide windows
-// with 2 queries on AVX-512), two key rows share one vector: lanes [0, H)
-// hold row 2p, lanes [H, W) row 2p+1, i.e. S[i*lds + r*H + w] (rowlen H):
-// band_pv reads that layout unchanged with rowlen = H, while QK^T and the
-// softmax touch half as many vectors. With an odd row count the last
-// vector's upper half repeats the last row; the softmax gives it P = 0.
+// ---- paired queries (forward, narrow bands) -------------------------------
+// When the union of two consecutive queries' z windows is at most H = W/2
+// columns (7-wide windows on AVX-512, 3-wide on AVX2), one vector holds both
+// queries' logits of one key row: lanes [0, H) query i0, lanes [H, W) query
+// i0+1, column c0 + l % H, i.e. S[r*W + l], then each query's nt
+// additional-token floats at S + nrows*W + i*ldt. Per depth step a key row
+// is one H-float broadcast load and one full-width FMA for both queries; the
+// query side is two scalar broadcasts merged under a mask. (The earlier
+// paired-row layout, two key rows of one query per vector, needed two half
+// loads and a join per vector and one broadcast per query: load- and
+// shuffle-bound, llvm-mca 7.1 cycles per depth step for 7 rows vs 5.8.)
+// band_pv reads this layout as 2 queries with lds = H, rowlen = W. A group
+// of one query (odd segment end) leaves the upper half unused (P = 0).
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
 #if NHOOD_VEC_FLOATS == 16
+#define NHOOD_PAIRED 1
 #define NHOOD_JOIN(a, b) __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 #elif NHOOD_VEC_FLOATS == 8
+#define NHOOD_PAIRED 1
 #define NHOOD_JOIN(a, b) __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7)
 #endif
 #endif
 
-#ifdef NHOOD_JOIN
+#ifdef NHOOD_PAIRED
 constexpr int H = W / 2;
 typedef float vh __attribute__((vector_size(H * 4)));
-inline vf load_pair(const float* a, const float* b) {
-  vh x, y;
-  __builtin_memcpy(&x, a, sizeof x);
-  __builtin_memcpy(&y, b, sizeof y);
-  return NHOOD_JOIN(x, y);
+inline vh load_half(const float* p) { vh x; __builtin_memcpy(&x, p, sizeof x); return x; }
+// H floats at p in both halves. One broadcast load (vbroadcastf64x4 /
+// vbroadcastf128) through intrinsics: GCC lowers the vector-extension
+// shuffle to a load plus a shuffle-port uop per key row and depth step.
+#if NHOOD_VEC_FLOATS == 16 && defined(__AVX512F__)
+inline vf load_dup(const float* p) {
+  // maskz with a full mask: the unmasked intrinsic's undefined passthrough
+  // trips -Wmaybe-uninitialized in GCC 12's header.
+  const __m256d x = _mm256_loadu_pd(reinterpret_cast<const double*>(p));
+  return (vf)_mm512_castpd_ps(_mm512_maskz_broadcast_f64x4(0xFF, x));
 }
-#undef NHOOD_JOIN
+#elif NHOOD_VEC_FLOATS == 8 && defined(__AVX__)
+inline vf load_dup(const float* p) {
+  const __m128 x = _mm_loadu_ps(p);
+  return (vf)_mm256_set_m128(x, x);
+}
+#else
+inline vf load_dup(const float* p) { const vh x = load_half(p); return NHOOD_JOIN(x, x); }
+#endif
+inline vi lower_half() { return lane_index() < splat(float(H)); }
 
-// J vectors (row pairs) of M queries; LAST: the last vector holds one row.
-template <int M, int J, bool LAST>
-void qk2_tile(int64_t depth, const float* A, int64_t lda, const float* B, int64_t bstride, int64_t ldb, float* S,
-              int64_t lds) {
-  vf acc[M][J];
-  for (int i = 0; i < M; ++i)
-    for (int j = 0; j < J; ++j) acc[i][j] = vf{};
-  for (int64_t d = 0; d < depth; ++d) {
-    vf b[J];
-    for (int j = 0; j < J; ++j) {
-      const float* lo = B + 2 * j * bstride + d * ldb;
-      b[j] = load_pair(lo, LAST && j == J - 1 ? lo : lo + bstride);
+// Independent accumulator sets (over depth steps) so that J key rows give
+// about 8 FMA chains, within the register budget.
+constexpr int qkq_sets(int J) {
+  int ns = J >= 8 ? 1 : J >= 4 ? 2 : 4;
+  while (ns > 1 && ns * J > kAcc) ns /= 2;
+  return ns;
+}
+
+// Key rows r < J of a query pair (A0, A1): S[r*W + l]. Per depth step the
+// query side is {A0[d] x H, A1[d] x H} (two broadcasts merged by a mask),
+// the key side one broadcast load per row.
+template <int J>
+void qkq_tile(int64_t depth, const float* A0, const float* A1, const float* B, int64_t bstride, int64_t ldb,
+              float* S) {
+  constexpr int NS = qkq_sets(J);
+  vf acc[NS][J];
+  for (int k = 0; k < NS; ++k)
+    for (int j = 0; j < J; ++j) acc[k][j] = vf{};
+  const vi lower = lower_half();
+  int64_t d = 0;
+  for (; d + NS <= depth; d += NS)
+    for (int k = 0; k < NS; ++k) {
+      const vf a = lower ? splat(A0[d + k]) : splat(A1[d + k]);
+      for (int j = 0; j < J; ++j) acc[k][j] += a * load_dup(B + j * bstride + (d + k) * ldb);
     }
-    for (int i = 0; i < M; ++i) {
-      const vf a = splat(A[i * lda + d]);
-      for (int j = 0; j < J; ++j) acc[i][j] += a * b[j];
-    }
+  for (; d < depth; ++d) {
+    const vf a = lower ? splat(A0[d]) : splat(A1[d]);
+    for (int j = 0; j < J; ++j) acc[0][j] += a * load_dup(B + j * bstride + d * ldb);
   }
-  for (int i = 0; i < M; ++i)
-    for (int j = 0; j < J; ++j) store(S + i * lds + j * W, acc[i][j]);
+  for (int j = 0; j < J; ++j) {
+    vf s = acc[0][j];
+    for (int k = 1; k < NS; ++k) s += acc[k][j];
+    store(S + j * W, s);
+  }
 }
 
-template <int M>
-void qk2_m(int64_t nrows, int64_t depth, const float* A, int64_t lda, const float* B, int64_t bstride, int64_t ldb,
-           float* S, int64_t lds) {
-  constexpr int jmax = kAcc / M > 6 ? 6 : kAcc / M;
-  const int64_t nv = (nrows + 1) / 2, chunks = (nv + jmax - 1) / jmax, jn = (nv + chunks - 1) / chunks;
-  for (int64_t p = 0; p < nv;) {
-    const int64_t j = nv - p < jn ? nv - p : jn;
-    const bool last = p + j == nv && (nrows & 1);
-    const float* b = B + 2 * p * bstride;
-    float* s = S + p * W;
-    switch (j * 2 + (last ? 1 : 0)) {
-#define NHOOD_QK2_CASE(n)                                                                                   \
-  case 2 * n: if (n <= jmax) qk2_tile<M, (n <= jmax ? n : 1), false>(depth, A, lda, b, bstride, ldb, s, lds); break; \
-  case 2 * n + 1: if (n <= jmax) qk2_tile<M, (n <= jmax ? n : 1), true>(depth, A, lda, b, bstride, ldb, s, lds); break;
-      NHOOD_QK2_CASE(1) NHOOD_QK2_CASE(2) NHOOD_QK2_CASE(3) NHOOD_QK2_CASE(4) NHOOD_QK2_CASE(5) NHOOD_QK2_CASE(6)
-#undef NHOOD_QK2_CASE
+// QK^T of m (1 or 2) queries at A (rows lda apart) against key rows
+// B + r*bstride (depth rows ldb apart), r < nrows.
+void band_qkq(int64_t m, int64_t nrows, int64_t depth, const float* A, int64_t lda, const float* B, int64_t bstride,
+              int64_t ldb, float* S) {
+  const float* A1 = m > 1 ? A + lda : A;
+  constexpr int jmax = 8;
+  const int64_t chunks = (nrows + jmax - 1) / jmax, jn = chunks ? (nrows + chunks - 1) / chunks : 1;
+  for (int64_t r = 0; r < nrows;) {
+    const int64_t j = nrows - r < jn ? nrows - r : jn;
+    const float* b = B + r * bstride;
+    float* s = S + r * W;
+    switch (j) {
+#define NHOOD_QKQ_CASE(n) \
+  case n: qkq_tile<n>(depth, A, A1, b, bstride, ldb, s); break;
+      NHOOD_QKQ_CASE(1) NHOOD_QKQ_CASE(2) NHOOD_QKQ_CASE(3) NHOOD_QKQ_CASE(4)
+      NHOOD_QKQ_CASE(5) NHOOD_QKQ_CASE(6) NHOOD_QKQ_CASE(7) NHOOD_QKQ_CASE(8)
+#undef NHOOD_QKQ_CASE
       default: break;
     }
-    p += j;
+    r += j;
   }
 }
 
-void band_qk2(int64_t m, int64_t nrows, int64_t depth, const float* A, int64_t lda, const float* B, int64_t bstride,
-              int64_t ldb, float* S, int64_t lds) {
-  switch (m) {
-    case 1: qk2_m<1>(nrows, depth, A, lda, B, bstride, ldb, S, lds); break;
-    case 2: qk2_m<2>(nrows, depth, A, lda, B, bstride, ldb, S, lds); break;
-    case 3: qk2_m<3>(nrows, depth, A, lda, B, bstride, ldb, S, lds); break;
-    case 4: qk2_m<4>(nrows, depth, A, lda, B, bstride, ldb, S, lds); break;
-    default: break;
-  }
-}
-
-// band_softmax for the paired layout: query i's nrows rows are the
-// ceil(nrows/2) vectors at S + i*lds (lane l: row 2p + l/H, column
-// c0 + l%H), then nt additional-token floats.
+// Softmax numerators of a query pair in the layout above: query i's lanes
+// of every key row, masked to its window [lo[i], hi[i]), and its tail.
 template <int M>
-void softmax2_m(float* S, int64_t lds, int64_t nrows, const int64_t* lo, const int64_t* hi, int64_t c0, int64_t nt,
+void softmaxq_m(float* S, int64_t nrows, const int64_t* lo, const int64_t* hi, int64_t c0, int64_t nt, int64_t ldt,
                 float* max_out, float* sum_out) {
   const vf ninf = splat(-__builtin_inff());
-  const vf idx = lane_index();
+  const vi lower = lower_half();
   vf col;
   for (int l = 0; l < W; ++l) col[l] = float(l % H);
-  const vi lower = idx < splat(float(H));
-  const int64_t nv = (nrows + 1) / 2, full = nrows / 2;
-  vi mk[M], mlast[M];
-  vf vm[M];
+  // With M = 1 the upper half's window is empty.
+  const float lo1 = M > 1 ? float(lo[M - 1] - c0) : 0.0f, hi1 = M > 1 ? float(hi[M - 1] - c0) : 0.0f;
+  const vi mk = (col >= (lower ? splat(float(lo[0] - c0)) : splat(lo1))) &
+                (col < (lower ? splat(float(hi[0] - c0)) : splat(hi1)));
+  vf vm = ninf;
+  for (int64_t r = 0; r < nrows; ++r) {
+    const vf y = mk ? load(S + r * W) : ninf;
+    vm = y > vm ? y : vm;
+  }
+  float* T = S + nrows * W;
+  vf tm[M], tacc[M];
+  for (int i = 0; i < M; ++i) tm[i] = ninf;
+  tail_max<M>(T, ldt, 0, nt, tm);
+  vm = group_max<H>(vm);
   for (int i = 0; i < M; ++i) {
-    mk[i] = (col >= splat(float(lo[i] - c0))) & (col < splat(float(hi[i] - c0)));
-    mlast[i] = mk[i] & lower;
-    vm[i] = ninf;
+    const float b = vm[i * H], t = hmax(tm[i]);
+    max_out[i] = t > b ? t : b;
+    tm[i] = splat(max_out[i]);
+    tacc[i] = vf{};
   }
-  for (int64_t p = 0; p < nv; ++p)
-    for (int i = 0; i < M; ++i) {
-      const vf x = load(S + i * lds + p * W);
-      const vf y = (p < full ? mk[i] : mlast[i]) ? x : ninf;
-      vm[i] = y > vm[i] ? y : vm[i];
-    }
-  const int64_t t0 = nv * W;
-  tail_max<M>(S, lds, t0, nt, vm);
-  vf acc[M];
-  finish_max<M>(vm, max_out, acc);
-  for (int64_t p = 0; p < nv; ++p)
-    for (int i = 0; i < M; ++i) {
-      float* q = S + i * lds + p * W;
-      const vf e = vexp((p < full ? mk[i] : mlast[i]) ? load(q) - vm[i] : ninf);
-      store(q, e);
-      acc[i] += e;
-    }
-  tail_exp<M>(S, lds, t0, nt, vm, acc);
-  for (int i = 0; i < M; ++i) sum_out[i] = hsum(acc[i]);
+  const vf shift = lower ? tm[0] : tm[M - 1];
+  vf acc = vf{};
+  for (int64_t r = 0; r < nrows; ++r) {
+    float* p = S + r * W;
+    const vf e = vexp(mk ? load(p) - shift : ninf);
+    store(p, e);
+    acc += e;
+  }
+  tail_exp<M>(T, ldt, 0, nt, tm, tacc);
+  acc = group_sum<H>(acc);
+  for (int i = 0; i < M; ++i) sum_out[i] = acc[i * H] + hsum(tacc[i]);
 }
 
-void band_softmax2(int64_t m, float* S, int64_t lds, int64_t nrows, const int64_t* lo, const int64_t* hi, int64_t c0,
-                   int64_t nt, float* max_out, float* sum_out) {
-  switch (m) {
-    case 1: softmax2_m<1>(S, lds, nrows, lo, hi, c0, nt, max_out, sum_out); break;
-    case 2: softmax2_m<2>(S, lds, nrows, lo, hi, c0, nt, max_out, sum_out); break;
-    case 3: softmax2_m<3>(S, lds, nrows, lo, hi, c0, nt, max_out, sum_out); break;
-    case 4: softmax2_m<4>(S, lds, nrows, lo, hi, c0, nt, max_out, sum_out); break;
-    default: break;
-  }
+void band_softmaxq(int64_t m, float* S, int64_t nrows, const int64_t* lo, const int64_t* hi, int64_t c0, int64_t nt,
+                   int64_t ldt, float* max_out, float* sum_out) {
+  if (m == 1)
+    softmaxq_m<1>(S, nrows, lo, hi, c0, nt, ldt, max_out, sum_out);
+  else
+    softmaxq_m<2>(S, nrows, lo, hi, c0, nt, ldt, max_out, sum_out);
 }
-#define NHOOD_PAIRED 1
-#endif  // NHOOD_JOIN
+#undef NHOOD_JOIN
+#endif  // NHOOD_PAIRED
 
-// dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols (packing K
-// transposed). 4x4 blocks through 4-float vectors: 8 shuffles and 4+4 vector
+// dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols, zeros up to ldd
+// (packing K transposed). 4x4 blocks through 4-float vectors: 8 shuffles and 4+4 vector
 // moves per 16 elements instead of 16 scalar loads and stores.
 typedef float v4 __attribute__((vector_size(16)));
 void transpose(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd) {
@@ -687,6 +755,13 @@ void transpose(const float* src, int64_t lds, int64_t rows, int64_t cols, float*
 #endif
   for (; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c];
+  // Zero padding by whole vectors (the last one overlapping): a scalar loop
+  // here became one memset call per row (~2% of a small forward).
+  for (int64_t c = 0; c < cols; ++c) {
+    float* d = dst + c * ldd;
+    for (r = rows; r + W <= ldd; r += W) store(d + r, vf{});
+    if (r < ldd) store(d + ldd - W, vf{});
+  }
 }
 
 }  // namespace
@@ -696,7 +771,7 @@ void transpose(const float* src, int64_t lds, int64_t rows, int64_t cols, float*
 #ifdef NHOOD_PAIRED
 #undef NHOOD_PAIRED
 const KernelTable table = {NHOOD_STR(NHOOD_KERNEL_NS), W, gemm_nt, gemm_nt_blocks, combine, axpy, exp_sum,
-                           band_qk, band_softmax, band_pv, transpose, band_qk2, band_softmax2};
+                           band_qk, band_softmax, band_pv, transpose, band_qkq, band_softmaxq};
 #else
 const KernelTable table = {NHOOD_STR(NHOOD_KERNEL_NS), W, gemm_nt, gemm_nt_blocks, combine, axpy, exp_sum,
                            band_qk, band_softmax, band_pv, transpose, nullptr, nullptr};
