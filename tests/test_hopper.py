@@ -3,8 +3,9 @@ against the dense float64 reference (tests/dense_reference.py), float16 and
 bfloat16: ranks 1-3, odd/even kernels, stride, dilation, per-axis causal,
 additional KV tokens (more than one KV tile of them), GQA, packed-qkv views,
 more work items than SMs (persistent loop), LSE, and the backward (its own
-sm_90a kernels; the fused kernels for additional KV tokens). Problems hopper does not take fall back with a reason.
-Skips without an sm_90 GPU or a build without 90a.
+sm_90a kernels; the fused kernels for additional KV tokens). Problems hopper
+does not take fall back with a reason. Skips without an sm_90 GPU or a build
+without 90a.
 """
 from __future__ import annotations
 
