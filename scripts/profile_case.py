@@ -2,7 +2,7 @@
 attach to, or prints the time of each CUDA kernel of one call (--table):
 
     ncu --set full -k regex:forward_kernel -s 2 -c 1 python3 scripts/profile_case.py 2d hopper
-    python3 scripts/profile_case.py 2d hopper --backward --table   # delta, dQ, dK/dV kernels
+    python3 scripts/profile_case.py 2d hopper --backward --table   # statistics, dQ, dK/dV kernels
 """
 from __future__ import annotations
 
