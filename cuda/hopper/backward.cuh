@@ -91,10 +91,7 @@ __device__ void bwd_produce(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
   const int G = int(p.heads / p.heads_kv);
   Ring<S::kStages> ring;
   uint32_t items_done = 0;
-  for (int item = blockIdx.x; item < a.n_items; item += gridDim.x) {
-    const Item w(item, a.n_tiles, a.heads);
-    BlockTile bt;
-    if (!bt.init(p, a.geo, w.tile)) continue;
+  for_each_item(p, a.geo, a.n_items, a.n_tiles, a.heads, [&](const Item& w, const BlockTile& bt) {
     const BwdWalk wk(p, a.geo, bt, KeyMajor);
     mbar_wait(&bars.blk_empty, (items_done & 1) ^ 1);
     mbar_arrive_expect_tx(&bars.blk_full, 2 * S::kBlockBytes);
@@ -115,7 +112,7 @@ __device__ void bwd_produce(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
       ring.advance();
     }
     ++items_done;
-  }
+  });
 }
 
 // dK/dV pass, one producer warp: lse (scaled to log2) and delta of the 64
@@ -128,10 +125,7 @@ __device__ void bwd_stage_stats(const BwdArgs& a, unsigned char* smem, BwdBarrie
   const int G = int(p.heads / p.heads_kv);
   float* stats = reinterpret_cast<float*>(smem + S::kStatOff);
   Ring<S::kStages> ring;
-  for (int item = blockIdx.x; item < a.n_items; item += gridDim.x) {
-    const Item w(item, a.n_tiles, a.heads);
-    BlockTile bt;
-    if (!bt.init(p, a.geo, w.tile)) continue;
+  for_each_item(p, a.geo, a.n_items, a.n_tiles, a.heads, [&](const Item& w, const BlockTile& bt) {
     const BwdWalk wk(p, a.geo, bt, true);
     TileCursor tiles;
     for (int it = 0; it < wk.steps; ++it) {
@@ -159,7 +153,7 @@ __device__ void bwd_stage_stats(const BwdArgs& a, unsigned char* smem, BwdBarrie
       mbar_arrive(&bars.ring_full[ring.stage]);  // release: the stores above are visible to the consumers
       ring.advance();
     }
-  }
+  });
 }
 
 template <class T, int HD, bool KeyMajor>
@@ -188,10 +182,7 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
   // A operands of the step in flight: kept live across the loop so the
   // compiler does not reuse their registers while a wgmma still reads them.
   uint32_t pds[KS][4] = {}, pp[KS][4] = {};
-  for (int item = blockIdx.x; item < a.n_items; item += gridDim.x) {
-    const Item w(item, a.n_tiles, a.heads);
-    BlockTile bt;
-    if (!bt.init(p, a.geo, w.tile)) continue;
+  for_each_item(p, a.geo, a.n_items, a.n_tiles, a.heads, [&](const Item& w, const BlockTile& bt) {
     const BwdWalk wk(p, a.geo, bt, KeyMajor);
 
     // This thread's two block rows: validity, position, and the range of
@@ -343,7 +334,7 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
       });
     }
     ++items_done;
-  }
+  });
 }
 
 template <class T, int HD, bool KeyMajor>

@@ -69,10 +69,7 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
   const Params& p = a.p;
   Ring<S::kStages> ring;
   uint32_t tiles_done = 0;
-  for (int item = blockIdx.x; item < a.n_items; item += gridDim.x) {
-    const Item w(item, a.n_tiles, int(a.p.heads));
-    BlockTile bt;
-    if (!bt.init(p, a.geo, w.tile)) continue;
+  for_each_item(p, a.geo, a.n_items, a.n_tiles, int(a.p.heads), [&](const Item& w, const BlockTile& bt) {
     KvWalk kw;
     kw.init(p, a.geo, bt, kTileKeys);
     const int hk = w.h / int(p.heads / p.heads_kv);
@@ -108,7 +105,7 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
       ring.advance();
     }
     ++tiles_done;
-  }
+  });
 }
 
 // Named barriers ordering the two consumers' MMA issue (ping-pong): a
@@ -139,10 +136,7 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
   Ring<S::kStages> cur, prv;  // stage of this step's K, and of the previous step's V
   uint32_t tiles_done = 0;
   if (a.pingpong && cw == 1) turn_pass(cw);  // consumer 0 issues first
-  for (int item = blockIdx.x; item < a.n_items; item += gridDim.x) {
-    const Item w(item, a.n_tiles, int(a.p.heads));
-    BlockTile bt;
-    if (!bt.init(p, a.geo, w.tile)) continue;
+  for_each_item(p, a.geo, a.n_items, a.n_tiles, int(a.p.heads), [&](const Item& w, const BlockTile& bt) {
     KvWalk kw;
     kw.init(p, a.geo, bt, kTileKeys);
 
@@ -321,7 +315,7 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
                       : nullptr;
     });
     ++tiles_done;
-  }
+  });
   if (a.pingpong && cw == 0) turn_wait(cw);  // consumes consumer 1's last hand-over, so no arrival is left pending
 }
 

@@ -29,6 +29,19 @@ struct Item {
   }
 };
 
+// The persistent grid's loop: this CTA's work items in order, each with its
+// block tile; items whose tile is empty are skipped alike by every role, so
+// producers and consumers stay in step. f(w, bt).
+template <class F>
+__device__ __forceinline__ void for_each_item(const Params& p, const Geo& geo, int n_items, int n_tiles, int heads,
+                                              F&& f) {
+  for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
+    const Item w(item, n_tiles, heads);
+    BlockTile bt;
+    if (bt.init(p, geo, w.tile)) f(w, bt);
+  }
+}
+
 __device__ __forceinline__ int coord(const Params& p, const BlockTile& bt, int axis, int pos) {
   return bt.g[axis] + p.axis[axis].dilation * pos;
 }
