@@ -6,17 +6,21 @@
 #include <cmath>
 #include <type_traits>
 
-#include "fused.cuh"
+#include "tile_rows.cuh"
+#include "tile_walk.cuh"
 
 namespace nhood::fused {
 
-// Issues the loads of KV inner tile `it` (spatial or additional) into sK/sV.
+// Issues the loads of KV inner tile `it` (spatial at origin j0, or
+// additional) into sK/sV; `rows`: the spatial fast path (aligned operands).
 template <class T, int HD, int BK>
 __device__ __forceinline__ void load_kv(const Params& p, const Geo& geo, const BlockTile& bt, const KvWalk& kw, int it,
-                                        int b, int hk, T* sK, T* sV) {
-  if (it < kw.n_spatial) {
-    int j0[3];
-    kw.origin(geo, it, j0);
+                                        const int* j0, const TileRows<BK>& rows, int b, int hk, T* sK, T* sV) {
+  if (it < kw.n_spatial && geo.vec) {
+    rows.template load<HD>(p, bt.g, j0, kw.ke, sK, static_cast<const T*>(p.k.data) + b * p.k.sb + hk * p.k.sh, p.k,
+                           int(p.head_dim), sV, static_cast<const T*>(p.v.data) + b * p.v.sb + hk * p.v.sh, p.v,
+                           int(p.head_dim_v));
+  } else if (it < kw.n_spatial) {
     auto rowfn = [&](const Operand& o) {
       return [&, o](int r, int64_t& off) {
         int j[3];
@@ -49,13 +53,6 @@ __device__ __forceinline__ void load_kv(const Params& p, const Geo& geo, const B
       return a0 + r < n;
     });
   }
-}
-
-// exp2 on the SFU (ex2.approx, flushes denormals): inputs are <= 0 here.
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
 }
 
 // Forward, MI m-tiles of 16 rows per warp (rows row0 + 16 i): each K/V
@@ -185,20 +182,44 @@ __device__ __forceinline__ void mask_additional(float (*s)[4], int a0, int n_add
       if (a0 + n * 8 + (lane & 3) * 2 + e >= n_add) s[n][e] = s[n][2 + e] = -INFINITY;
 }
 
+// KV ring depth of the forward: three stages at head dim 128 (two blocks of
+// 87 KB per SM), so a tile's loads have two steps of MMAs to arrive from L2;
+// two elsewhere (a third would cost head dim 64 and 256 a block per SM).
+template <int HD>
+__host__ __device__ constexpr int fwd_stages() {
+  return HD == 128 ? 3 : 2;
+}
+
 template <class T, int HD, int BK, int MI>
 constexpr int fwd_smem_bytes() {
-  return (kRows * MI + 4 * BK) * (HD + 8) * int(sizeof(T));
+  return (kRows * MI + 2 * fwd_stages<HD>() * BK) * (HD + 8) * int(sizeof(T));
 }
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// Row maxima may grow by up to 2^kRescaleSlack (log2 units) before the
+// running maximum, l and O are rescaled: exponents stay <= 2^8, exact for
+// fp32 sums and representable in the fp16/bf16 P operand, and a warp skips
+// the rescale of its 32 x HD accumulators on most steps (the maximum of a
+// row settles within a few tiles).
+constexpr float kRescaleSlack = 8.f;
 
 template <class T, int HD, int BK, int MI>
 __global__ void __launch_bounds__(kThreads) forward_kernel(const Params p, const Geo geo) {
   constexpr int LD = HD + 8;
   constexpr int BQ = kRows * MI;
+  constexpr int NST = fwd_stages<HD>();
   extern __shared__ __align__(16) unsigned char smem[];
   T* sQ = reinterpret_cast<T*>(smem);
-  T* sK0 = sQ + BQ * LD;  // [2][BK][LD]
-  T* sV0 = sK0 + 2 * BK * LD;
+  T* sK0 = sQ + BQ * LD;  // [NST][BK][LD]
+  T* sV0 = sK0 + NST * BK * LD;
   __shared__ int s_win[BQ][6];
+  __shared__ int4 s_tile[NST];  // per stage: the tile's origin and its partial axes (bits)
+  __shared__ TileRows<BK> rows;
+  __shared__ __align__(16) uint32_t s_mask[MaskTable<BK>::kBytes / 4];
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int b = blockIdx.z, h = blockIdx.y, hk = h / int(p.heads / p.heads_kv);
@@ -217,6 +238,9 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const Params p, const
       s_win[r][2 * a + 1] = ok ? int(w.end) : 0;
     }
   }
+  MaskTable<BK>::build(s_mask, geo);
+  rows.build(p, geo, p.k, p.v);
+  __syncthreads();
   {
     const T* gq = static_cast<const T*>(p.q.data) + b * p.q.sb + h * p.q.sh;
     load_rows<HD, BQ>(sQ, gq, p.q.sd, int(p.head_dim), geo.vec, [&](int r, int64_t& off) {
@@ -226,8 +250,24 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const Params p, const
       return ok;
     });
   }
-  if (kw.n_total > 0) load_kv<T, HD, BK>(p, geo, bt, kw, 0, b, hk, sK0, sV0);
-  cp_async_commit();
+  // Tile `it` goes to stage it % NST; the loads run NST - 1 tiles ahead of
+  // the MMAs, one cp.async group per tile (the first also holds Q).
+  TileCursor cursor;
+  auto issue = [&](int it) {
+    const int st = it % NST;
+    int j0[3] = {0, 0, 0};
+    if (it < kw.n_spatial) {
+      cursor.origin(geo, kw, j0);
+      cursor.advance(kw);
+      if (threadIdx.x == 0) s_tile[st] = make_int4(j0[0], j0[1], j0[2], int(partial_axes(geo, kw, j0)));
+    }
+    load_kv<T, HD, BK>(p, geo, bt, kw, it, j0, rows, b, hk, sK0 + st * BK * LD, sV0 + st * BK * LD);
+  };
+#pragma unroll
+  for (int it = 0; it < NST - 1; ++it) {
+    if (it < kw.n_total) issue(it);
+    cp_async_commit();
+  }
 
   const int row0 = warp * 16 * MI;  // this warp's first row; thread rows row0 + 16 i + lane/4 (+8)
   float o[MI][HD / 8][4];
@@ -238,29 +278,34 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const Params p, const
   float m[MI][2], l[MI][2];
 #pragma unroll
   for (int i = 0; i < MI; ++i) m[i][0] = m[i][1] = -INFINITY, l[i][0] = l[i][1] = 0.f;
+  // The scale is folded into the exponent's FMA (max over raw logits) when
+  // positive; other scales multiply S first, as the max must see the product.
   const float scale2 = float(p.scale) * kLog2e;
+  const bool premul = !(scale2 > 0.f);
+  const float fold = premul ? 1.f : scale2;
 
   for (int it = 0; it < kw.n_total; ++it) {
-    cp_async_wait_all();
-    __syncthreads();
-    const int buf = it & 1;
-    if (it + 1 < kw.n_total)
-      load_kv<T, HD, BK>(p, geo, bt, kw, it + 1, b, hk, sK0 + (buf ^ 1) * BK * LD, sV0 + (buf ^ 1) * BK * LD);
+    cp_async_wait<NST - 2>();  // tile it has landed (groups complete in order)
+    __syncthreads();           // ... for every thread; and stage (it - 1) % NST is free
+    if (it + NST - 1 < kw.n_total) issue(it + NST - 1);
     cp_async_commit();
-    const T* sK = sK0 + buf * BK * LD;
-    const T* sV = sV0 + buf * BK * LD;
+    const int st = it % NST;
+    const T* sK = sK0 + st * BK * LD;
+    const T* sV = sV0 + st * BK * LD;
 
     float s[MI][BK / 8][4];
     qk_mi<T, HD, BK, MI>(s, sQ, sK, row0, lane);
+    if (premul)
 #pragma unroll
-    for (int i = 0; i < MI; ++i)
+      for (int i = 0; i < MI; ++i)
 #pragma unroll
-      for (int n = 0; n < BK / 8; ++n)
+        for (int n = 0; n < BK / 8; ++n)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) s[i][n][e] *= scale2;
+          for (int e = 0; e < 4; ++e) s[i][n][e] *= scale2;
     if (it < kw.n_spatial) {
-      int j0[3];
-      if (!kw.origin(geo, it, j0)) {
+      const int4 tile = s_tile[st];
+      if (tile.w) {
+        const int j0[3] = {tile.x, tile.y, tile.z};
 #pragma unroll
         for (int i = 0; i < MI; ++i) {
           int win[2][6];
@@ -268,7 +313,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const Params p, const
           for (int r = 0; r < 2; ++r)
 #pragma unroll
             for (int c = 0; c < 6; ++c) win[r][c] = s_win[row0 + 16 * i + lane / 4 + 8 * r][c];
-          mask_spatial<BK>(s[i], geo, j0, win, lane);
+          MaskTable<BK>::apply(&s[i][0][0], s_mask, j0, win, unsigned(tile.w), lane);
         }
       }
     } else {
@@ -278,31 +323,50 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const Params p, const
         for (int i = 0; i < MI; ++i) mask_additional<BK>(s[i], a0, int(p.n_additional), lane);
     }
     // Online softmax (log2 domain); each row lives in 4 lanes.
+    float mx[MI][2];
+    bool grow = false;
 #pragma unroll
     for (int i = 0; i < MI; ++i)
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        float mx = m[i][r];
+        float t[BK / 8];
 #pragma unroll
-        for (int n = 0; n < BK / 8; ++n) mx = fmaxf(mx, fmaxf(s[i][n][2 * r], s[i][n][2 * r + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float base = mx == -INFINITY ? 0.f : mx;
-        const float alpha = fast_exp2(m[i][r] - base);
-        m[i][r] = mx;
-        float sum = 0.f;
+        for (int n = 0; n < BK / 8; ++n) t[n] = fmaxf(s[i][n][2 * r], s[i][n][2 * r + 1]);
+        float x = tree_reduce<BK / 8>(t, [](float u, float v) { return fmaxf(u, v); });
+        x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+        x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+        mx[i][r] = x * fold;
+        grow = grow || mx[i][r] > m[i][r] + kRescaleSlack;
+      }
+    if (__any_sync(0xffffffffu, grow)) {
+#pragma unroll
+      for (int i = 0; i < MI; ++i)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const float mnew = fmaxf(m[i][r], mx[i][r]);
+          const float alpha = fast_exp2(m[i][r] - (mnew == -INFINITY ? 0.f : mnew));
+          m[i][r] = mnew;
+          l[i][r] *= alpha;
+#pragma unroll
+          for (int n = 0; n < HD / 8; ++n) {
+            o[i][n][2 * r] *= alpha;
+            o[i][n][2 * r + 1] *= alpha;
+          }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < MI; ++i)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const float base = m[i][r] == -INFINITY ? 0.f : m[i][r];
+        float t[BK / 8];
 #pragma unroll
         for (int n = 0; n < BK / 8; ++n) {
-          s[i][n][2 * r] = fast_exp2(s[i][n][2 * r] - base);
-          s[i][n][2 * r + 1] = fast_exp2(s[i][n][2 * r + 1] - base);
-          sum += s[i][n][2 * r] + s[i][n][2 * r + 1];
+          s[i][n][2 * r] = fast_exp2(fmaf(s[i][n][2 * r], fold, -base));
+          s[i][n][2 * r + 1] = fast_exp2(fmaf(s[i][n][2 * r + 1], fold, -base));
+          t[n] = s[i][n][2 * r] + s[i][n][2 * r + 1];
         }
-        l[i][r] = l[i][r] * alpha + sum;
-#pragma unroll
-        for (int n = 0; n < HD / 8; ++n) {
-          o[i][n][2 * r] *= alpha;
-          o[i][n][2 * r + 1] *= alpha;
-        }
+        l[i][r] += tree_reduce<BK / 8>(t, [](float u, float v) { return u + v; });
       }
     pv_mi<T, HD, BK, MI>(o, s, sV, lane);
   }
@@ -348,6 +412,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p, const Geo 
   T* sV0 = sK0 + 2 * BK * LD;
   __shared__ int s_win[kRows][6];
   __shared__ float s_lse[kRows], s_delta[kRows];
+  __shared__ TileRows<BK> rows;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int b = blockIdx.z, h = blockIdx.y, hk = h / int(p.heads / p.heads_kv);
@@ -373,6 +438,8 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p, const Geo 
     s_lse[threadIdx.x] = lse * kLog2e;
     s_delta[threadIdx.x] = delta;
   }
+  rows.build(p, geo, p.k, p.v);
+  __syncthreads();
   auto qrow = [&](const Operand& o) {
     return [&, o](int r, int64_t& off) {
       int q[3];
@@ -385,7 +452,17 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p, const Geo 
                        geo.vec, qrow(p.q));
   load_rows<HD, kRows>(sO, static_cast<const T*>(p.d_out.data) + b * p.d_out.sb + h * p.d_out.sh, p.d_out.sd,
                        int(p.head_dim_v), geo.vec, qrow(p.d_out));
-  if (kw.n_total > 0) load_kv<T, HD, BK>(p, geo, bt, kw, 0, b, hk, sK0, sV0);
+  // Spatial tiles are loaded one step ahead of their use; the cursor walks them.
+  TileCursor cursor;
+  auto issue = [&](int it, T* sK, T* sV) {
+    int j0[3] = {0, 0, 0};
+    if (it < kw.n_spatial) {
+      cursor.origin(geo, kw, j0);
+      cursor.advance(kw);
+    }
+    load_kv<T, HD, BK>(p, geo, bt, kw, it, j0, rows, b, hk, sK, sV);
+  };
+  if (kw.n_total > 0) issue(0, sK0, sV0);
   cp_async_commit();
 
   const int r0 = warp * 16 + lane / 4;
@@ -410,7 +487,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p, const Geo 
     }
     const int buf = it & 1;
     if (it + 1 < kw.n_total)
-      load_kv<T, HD, BK>(p, geo, bt, kw, it + 1, b, hk, sK0 + (buf ^ 1) * BK * LD, sV0 + (buf ^ 1) * BK * LD);
+      issue(it + 1, sK0 + (buf ^ 1) * BK * LD, sV0 + (buf ^ 1) * BK * LD);
     cp_async_commit();
     const T* sK = sK0 + buf * BK * LD;
     const T* sV = sV0 + buf * BK * LD;

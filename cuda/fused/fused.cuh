@@ -247,4 +247,24 @@ __device__ __forceinline__ int64_t row_index(const Params& p, int b, const int* 
 
 constexpr float kLog2e = 1.4426950408889634f;
 
+// Pairwise reduction of N (a power of two) registers: depth log2(N) instead
+// of an N-long dependent chain. Compile-time strides keep t in registers.
+template <int N, class Op>
+__device__ __forceinline__ float tree_reduce(float* t, Op op) {
+  if constexpr (N == 1) {
+    return t[0];
+  } else {
+#pragma unroll
+    for (int n = 0; n < N / 2; ++n) t[n] = op(t[n], t[n + N / 2]);
+    return tree_reduce<N / 2>(t, op);
+  }
+}
+
+// exp2 on the SFU (ex2.approx, flushes denormals); inputs are <= 0 (or -inf) here.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 }  // namespace nhood::fused

@@ -1,14 +1,14 @@
 // Pieces shared by the hopper kernels (forward.cuh, backward.cuh): the work
 // item order of the persistent grid, TMA box loads at block-tile
-// coordinates, the ring of shared-memory stages, and the register-level
-// softmax helpers (masks, exp2, tree reductions).
+// coordinates, the ring of shared-memory stages, packing and storing
+// accumulator fragments (tile walks and masks: ../fused/tile_walk.cuh).
 #pragma once
 
 #include <cuda.h>
 
 #include <cmath>
 
-#include "../fused/fused.cuh"
+#include "../fused/tile_walk.cuh"
 #include "ptx.cuh"
 
 namespace nhood::hopper {
@@ -16,7 +16,12 @@ namespace nhood::hopper {
 using detail::Params;
 using fused::BlockTile;
 using fused::Geo;
+using fused::fast_exp2;
 using fused::KvWalk;
+using fused::MaskTable;
+using fused::partial_axes;
+using fused::TileCursor;
+using fused::tree_reduce;
 
 // Work item -> (tile, head, batch); tiles vary fastest so concurrently
 // running CTAs share KV halos in L2.
@@ -59,24 +64,6 @@ __device__ __forceinline__ void load_box(unsigned char* dst, const CUtensorMap* 
                 coord(p, bt, 0, pos0[0]), b);
 }
 
-// Walks the spatial inner tiles of a KvWalk box in order (z fastest),
-// wrapping to the first after the last (the dK/dV pass walks the box once
-// per query head), without KvWalk::origin's divisions.
-struct TileCursor {
-  int i[3] = {0, 0, 0};
-  __device__ __forceinline__ void origin(const Geo& geo, const KvWalk& kw, int* j0) const {
-#pragma unroll
-    for (int a = 0; a < 3; ++a) j0[a] = kw.kb[a] + i[a] * geo.u[a];
-  }
-  __device__ __forceinline__ void advance(const KvWalk& kw) {
-    if (++i[2] < kw.nk[2]) return;
-    i[2] = 0;
-    if (++i[1] < kw.nk[1]) return;
-    i[1] = 0;
-    if (++i[0] == kw.nk[0]) i[0] = 0;
-  }
-};
-
 // Position in a ring of shared-memory stages.
 template <int kStages>
 struct Ring {
@@ -86,102 +73,6 @@ struct Ring {
     if (++stage == kStages) stage = 0, phase ^= 1;
   }
 };
-
-// Pairwise reduction of N (a power of two) registers: depth log2(N) instead
-// of an N-long dependent chain. Compile-time strides keep t in registers.
-template <int N, class Op>
-__device__ __forceinline__ float tree_reduce(float* t, Op op) {
-  if constexpr (N == 1) {
-    return t[0];
-  } else {
-#pragma unroll
-    for (int n = 0; n < N / 2; ++n) t[n] = op(t[n], t[n + N / 2]);
-    return tree_reduce<N / 2>(t, op);
-  }
-}
-
-// exp2 on the SFU; inputs are <= 0 (or -inf) here.
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-// Masks of partial tiles by byte arithmetic. In an m64nN accumulator tile a
-// thread holds N/4 columns per row (column 8n + 2 (lane % 4) + e of value
-// 2n + e); each column's token has a local coordinate c < 128 along every
-// axis of the inner tile (shape geo.u). A table in shared memory holds
-// 0x80 | c as bytes, four values per word, for each of the 4 lane patterns
-// and each axis, built once per launch. For a row's range [lo, hi) along an
-// axis (its window, or its inverse window in the dK/dV pass, relative to the
-// tile origin and clamped to [0, 128]), (0x80 + c) - lo keeps its top bit
-// iff c >= lo, with no borrow across bytes: two subtractions and one logic
-// op test four columns, where a compare and a select per column did.
-template <int N>
-struct MaskTable {
-  static constexpr int kWords = N / 16;  // per (lane pattern, axis)
-  static constexpr int kBytes = 4 * 3 * kWords * 4;
-
-  static __device__ void build(uint32_t* table, const Geo& geo) {
-    for (int i = threadIdx.x; i < 4 * 3 * kWords; i += blockDim.x) {
-      const int w = i % kWords, a = (i / kWords) % 3, l = i / (3 * kWords);
-      uint32_t word = 0;
-#pragma unroll
-      for (int b = 0; b < 4; ++b) {
-        const int v = 4 * w + b;  // value 2n + e
-        const int col = 8 * (v / 2) + 2 * l + v % 2;
-        word |= (0x80u | uint32_t((col >> geo.ush[a]) & (geo.u[a] - 1))) << (8 * b);
-      }
-      table[i] = word;
-    }
-  }
-
-  // Sets this thread's entries s[4n + 2r + e] of its two rows r to -inf
-  // where the column lies outside the row's range win[r][2a, 2a + 1) along
-  // an axis a flagged in `partial`; j0: the tile's origin.
-  static __device__ __forceinline__ void apply(float* s, const uint32_t* table, const int* j0, const int (*win)[6],
-                                               unsigned partial, int lane) {
-    uint32_t keep[2][kWords];
-#pragma unroll
-    for (int r = 0; r < 2; ++r)
-#pragma unroll
-      for (int w = 0; w < kWords; ++w) keep[r][w] = 0x80808080u;
-    const uint32_t* t = table + (lane & 3) * 3 * kWords;
-#pragma unroll
-    for (int a = 0; a < 3; ++a) {
-      if (!((partial >> a) & 1)) continue;
-      uint32_t c[kWords];
-#pragma unroll
-      for (int w = 0; w < kWords; w += 4) *reinterpret_cast<uint4*>(c + w) = lds128(t + a * kWords + w);
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const uint32_t lo = uint32_t(min(max(win[r][2 * a] - j0[a], 0), 128)) * 0x01010101u;
-        const uint32_t hi = uint32_t(min(max(win[r][2 * a + 1] - j0[a], 0), 128)) * 0x01010101u;
-#pragma unroll
-        for (int w = 0; w < kWords; ++w) keep[r][w] &= (c[w] - lo) & ~(c[w] - hi);
-      }
-    }
-#pragma unroll
-    for (int n = 0; n < N / 8; ++n)
-#pragma unroll
-      for (int e = 0; e < 2; ++e)
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int v = 2 * n + e;
-          if (!((keep[r][v / 4] >> (8 * (v % 4) + 7)) & 1)) s[4 * n + 2 * r + e] = -INFINITY;
-        }
-  }
-};
-
-// Axes along which the inner tile at j0 is not inside every row's range
-// [ib, ie) (the only ones that need a mask), as bits.
-__device__ __forceinline__ unsigned partial_axes(const Geo& geo, const KvWalk& kw, const int* j0) {
-  unsigned bits = 0;
-#pragma unroll
-  for (int a = 0; a < 3; ++a)
-    if (j0[a] < kw.ib[a] || j0[a] + geo.u[a] > kw.ie[a]) bits |= 1u << a;
-  return bits;
-}
 
 // Packs an m64nN fp32 accumulator tile (this thread's part) into the
 // register A operand of the next wgmma (k-steps of 16 columns).
