@@ -1,4 +1,4 @@
-// Backward kernels of the fused backend besides dQ (forward.cuh):
+// Backward kernels of the fused backend besides dQ (dq.cuh):
 //  - delta: rowsum(dO * O) per query row, float32 workspace;
 //  - dK/dV, key-major: a block owns a box of 64 keys of one dilation group
 //    (or 64 additional tokens) and gathers over the queries that attend them

@@ -6,6 +6,7 @@
 
 #include "../common/check.cuh"
 #include "backward.cuh"
+#include "dq.cuh"
 
 namespace nhood::fused {
 
