@@ -7,7 +7,6 @@
 
 namespace nhood::fused {
 
-// Backward, query-major: dQ = scale * sum_j P_ij (dP_ij - delta_i) K_j.
 template <class T, int HD, int BK>
 constexpr int dq_smem_bytes() {
   return (2 * kRows + 4 * BK) * (HD + 8) * int(sizeof(T));
@@ -24,6 +23,8 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p, const Geo 
   __shared__ int s_win[kRows][6];
   __shared__ float s_lse[kRows], s_delta[kRows];
   __shared__ TileRows<BK> rows;
+  __shared__ int4 s_tile[2];  // per buffer: the tile's origin and its partial axes (bits)
+  __shared__ __align__(16) uint32_t s_mask[MaskTable<BK>::kBytes / 4];
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int b = blockIdx.z, h = blockIdx.y, hk = h / int(p.heads / p.heads_kv);
@@ -50,6 +51,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p, const Geo 
     s_delta[threadIdx.x] = delta;
   }
   rows.build(p, geo, p.k, p.v);
+  MaskTable<BK>::build(s_mask, geo);
   __syncthreads();
   auto qrow = [&](const Operand& o) {
     return [&, o](int r, int64_t& off) {
@@ -65,15 +67,17 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p, const Geo 
                        int(p.head_dim_v), geo.vec, qrow(p.d_out));
   // Spatial tiles are loaded one step ahead of their use; the cursor walks them.
   TileCursor cursor;
-  auto issue = [&](int it, T* sK, T* sV) {
+  auto issue = [&](int it) {
+    const int buf = it & 1;
     int j0[3] = {0, 0, 0};
     if (it < kw.n_spatial) {
       cursor.origin(geo, kw, j0);
       cursor.advance(kw);
+      if (threadIdx.x == 0) s_tile[buf] = make_int4(j0[0], j0[1], j0[2], int(partial_axes(geo, kw, j0)));
     }
-    load_kv<T, HD, BK>(p, geo, bt, kw, it, j0, rows, b, hk, sK, sV);
+    load_kv<T, HD, BK>(p, geo, bt, kw, it, j0, rows, b, hk, sK0 + buf * BK * LD, sV0 + buf * BK * LD);
   };
-  if (kw.n_total > 0) issue(0, sK0, sV0);
+  if (kw.n_total > 0) issue(0);
   cp_async_commit();
 
   const int r0 = warp * 16 + lane / 4;
@@ -97,21 +101,23 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p, const Geo 
       }
     }
     const int buf = it & 1;
-    if (it + 1 < kw.n_total)
-      issue(it + 1, sK0 + (buf ^ 1) * BK * LD, sV0 + (buf ^ 1) * BK * LD);
+    if (it + 1 < kw.n_total) issue(it + 1);
     cp_async_commit();
     const T* sK = sK0 + buf * BK * LD;
     const T* sV = sV0 + buf * BK * LD;
 
+    // x = S scale log2(e) - lse (log2 units), masked to -inf, then P = 2^x:
+    // masking after the scale keeps it right for negative scales too.
     float s[BK / 8][4];
     qk<T, HD, BK>(s, sQ, sK, warp, lane);
 #pragma unroll
     for (int n = 0; n < BK / 8; ++n)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) s[n][e] *= scale2;
+      for (int e = 0; e < 4; ++e) s[n][e] = fmaf(s[n][e], scale2, -lse2[e >> 1]);
     if (it < kw.n_spatial) {
-      int j0[3];
-      if (!kw.origin(geo, it, j0)) mask_spatial<BK>(s, geo, j0, win, lane);
+      const int4 tile = s_tile[buf];
+      const int j0[3] = {tile.x, tile.y, tile.z};
+      if (tile.w) MaskTable<BK>::apply(&s[0][0], s_mask, j0, win, unsigned(tile.w), lane);
     } else {
       const int a0 = (it - kw.n_spatial) * BK;
       if (a0 + BK > p.n_additional) mask_additional<BK>(s, a0, int(p.n_additional), lane);
@@ -121,11 +127,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p, const Geo 
 #pragma unroll
     for (int n = 0; n < BK / 8; ++n)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int r = e >> 1;
-        const float pr = fast_exp2(s[n][e] - lse2[r]);
-        s[n][e] = pr * (dp[n][e] - delta[r]);
-      }
+      for (int e = 0; e < 4; ++e) s[n][e] = fast_exp2(s[n][e]) * (dp[n][e] - delta[e >> 1]);
     pv<T, HD, BK>(dq, s, sK, lane);  // dQ += dS K
   }
 

@@ -151,29 +151,6 @@ __device__ __forceinline__ void pv(float (*acc)[4], const float (*s)[4], const T
   }
 }
 
-// Masks S (already in log2 units) for a spatial inner tile not fully inside
-// every row's window: key j is kept iff win[2a] <= j[a] < win[2a+1] per axis.
-template <int BK>
-__device__ __forceinline__ void mask_spatial(float (*s)[4], const Geo& geo, const int* j0, const int (*win)[6],
-                                             int lane) {
-#pragma unroll
-  for (int n = 0; n < BK / 8; ++n) {
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const int col = n * 8 + (lane & 3) * 2 + e;
-      int j[3];
-#pragma unroll
-      for (int a = 0; a < 3; ++a) j[a] = j0[a] + ((col >> geo.ush[a]) & (geo.u[a] - 1));
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const bool in = win[r][0] <= j[0] && j[0] < win[r][1] && win[r][2] <= j[1] && j[1] < win[r][3] &&
-                        win[r][4] <= j[2] && j[2] < win[r][5];
-        if (!in) s[n][2 * r + e] = -INFINITY;
-      }
-    }
-  }
-}
-
 template <int BK>
 __device__ __forceinline__ void mask_additional(float (*s)[4], int a0, int n_add, int lane) {
 #pragma unroll
@@ -183,12 +160,13 @@ __device__ __forceinline__ void mask_additional(float (*s)[4], int a0, int n_add
       if (a0 + n * 8 + (lane & 3) * 2 + e >= n_add) s[n][e] = s[n][2 + e] = -INFINITY;
 }
 
-// KV ring depth of the forward: three stages at head dim 128 (two blocks of
-// 87 KB per SM), so a tile's loads have two steps of MMAs to arrive from L2;
-// two elsewhere (a third would cost head dim 64 and 256 a block per SM).
+// KV ring depth of the forward: as deep as fits without costing a block per
+// SM (registers allow 4 blocks at head dim 32, 3 at 64, 2 at 128 and 256), so
+// a tile's loads have NST - 1 steps of MMAs to arrive from L2. Small head
+// dims matter most: their steps are short (vision: 4 steps per block).
 template <int HD>
 __host__ __device__ constexpr int fwd_stages() {
-  return HD == 128 ? 3 : 2;
+  return HD == 32 ? 4 : HD == 256 ? 2 : 3;
 }
 
 template <class T, int HD, int BK, int MI>
@@ -200,13 +178,6 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
-
-// Row maxima may grow by up to 2^kRescaleSlack (log2 units) before the
-// running maximum, l and O are rescaled: exponents stay <= 2^8, exact for
-// fp32 sums and representable in the fp16/bf16 P operand, and a warp skips
-// the rescale of its 32 x HD accumulators on most steps (the maximum of a
-// row settles within a few tiles).
-constexpr float kRescaleSlack = 8.f;
 
 template <class T, int HD, int BK, int MI>
 __global__ void __launch_bounds__(kThreads) forward_kernel(const Params p, const Geo geo) {

@@ -247,6 +247,14 @@ __device__ __forceinline__ int64_t row_index(const Params& p, int b, const int* 
 
 constexpr float kLog2e = 1.4426950408889634f;
 
+// Lazy online-softmax rescaling: a row's tile maximum may exceed its running
+// maximum by up to kRescaleSlack (log2 units) before the running maximum, l
+// and O are rescaled. Exponents stay <= 2^8: exact for fp32 sums and
+// representable in the fp16/bf16 P operand; a warp then skips the rescale of
+// its O accumulators on most steps (a row's maximum settles within a few
+// tiles, but some row of a warp's 16-32 moves on most steps otherwise).
+constexpr float kRescaleSlack = 8.f;
+
 // Pairwise reduction of N (a power of two) registers: depth log2(N) instead
 // of an N-long dependent chain. Compile-time strides keep t in registers.
 template <int N, class Op>

@@ -42,17 +42,21 @@ struct MaskTable {
   static constexpr int kWords = N / 16;  // per (lane pattern, axis)
   static constexpr int kBytes = 4 * 3 * kWords * 4;
 
+  // Axes unrolled: a run-time index into geo would put it in local memory.
   static __device__ void build(uint32_t* table, const Geo& geo) {
-    for (int i = threadIdx.x; i < 4 * 3 * kWords; i += blockDim.x) {
-      const int w = i % kWords, a = (i / kWords) % 3, l = i / (3 * kWords);
-      uint32_t word = 0;
+    for (int i = threadIdx.x; i < 4 * kWords; i += blockDim.x) {
+      const int w = i % kWords, l = i / kWords;
 #pragma unroll
-      for (int b = 0; b < 4; ++b) {
-        const int v = 4 * w + b;  // value 2n + e
-        const int col = 8 * (v / 2) + 2 * l + v % 2;
-        word |= (0x80u | uint32_t((col >> geo.ush[a]) & (geo.u[a] - 1))) << (8 * b);
+      for (int a = 0; a < 3; ++a) {
+        uint32_t word = 0;
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+          const int v = 4 * w + b;  // value 2n + e
+          const int col = 8 * (v / 2) + 2 * l + v % 2;
+          word |= (0x80u | uint32_t((col >> geo.ush[a]) & (geo.u[a] - 1))) << (8 * b);
+        }
+        table[(3 * l + a) * kWords + w] = word;
       }
-      table[i] = word;
     }
   }
 

@@ -216,15 +216,25 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
       // folded into the exponent's FMA). Each row lives in a quad of lanes.
       // Max and sum are reduced as trees: a 32-long dependent chain per row
       // was on the critical path between two turns at the tensor cores.
+      // The running max moves only when some row of the warp exceeds it by
+      // more than fused::kRescaleSlack, so most steps skip the O rescale in
+      // finish().
+      float mx[2];
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         float t[kTileKeys / 8];
 #pragma unroll
         for (int n = 0; n < kTileKeys / 8; ++n) t[n] = fmaxf(s[4 * n + 2 * r], s[4 * n + 2 * r + 1]);
-        float mx = tree_reduce<kTileKeys / 8>(t, [](float x, float y) { return fmaxf(x, y); });
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float mnew = fmaxf(m[r], mx * scale2);
+        mx[r] = tree_reduce<kTileKeys / 8>(t, [](float x, float y) { return fmaxf(x, y); });
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2)) * scale2;
+      }
+      constexpr float kSlack = fused::kRescaleSlack;
+      const bool grow = __any_sync(0xffffffffu, mx[0] > m[0] + kSlack || mx[1] > m[1] + kSlack);
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float t[kTileKeys / 8];
+        const float mnew = grow ? fmaxf(m[r], mx[r]) : m[r];
         const float base = mnew == -INFINITY ? 0.f : mnew;
         alpha[r] = fast_exp2(m[r] - base);
         m[r] = mnew;
