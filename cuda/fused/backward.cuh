@@ -83,6 +83,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p, const Ge
   __shared__ int4 s_tile[NST];  // spatial: per stage the tile's origin and its partial axes (bits)
   __shared__ TileRows<BQ> rows, stat_rows;  // Q and dO; lse and delta
   __shared__ __align__(16) uint32_t s_mask[MaskTable<BQ>::kBytes / 4];
+  __shared__ int2 s_iw[3][kRows];  // spatial: inverse window of the block's position p0 + c along each axis
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int b = blockIdx.z, hk = blockIdx.y;
@@ -107,6 +108,20 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p, const Ge
     dl.sy = dl.sz * p.axis[2].length;
     dl.sx = dl.sy * p.axis[1].length;
     stat_rows.build(p, geo, p.lse, dl);
+    // A row's inverse window is the product of its coordinates' windows: one
+    // binary search per (axis, position), t[0] + t[1] + t[2] <= 66 of them
+    // over the block, where each thread's two rows took six.
+    int c = threadIdx.x;  // thread i: position c along axis a, i = t[0] + ... + t[a - 1] + c
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+      if (c >= 0 && c < geo.t[a]) {
+        const int k = bt.p0[a] + c;
+        IndexRange w{1, 0};  // padding positions: empty
+        if (k < bt.pend[a]) w = inverse_window_in_group(p.axis[a], k, bt.lg[a]);
+        s_iw[a][c] = make_int2(int(w.begin), int(w.end));
+      }
+      c -= geo.t[a];
+    }
   } else {
     a0 = (int(blockIdx.x) - geo.n_spatial_blocks) * kRows;
 #pragma unroll
@@ -231,21 +246,17 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p, const Ge
   };
 
   // This thread's two key rows r0, r0 + 8: their inverse windows per axis
-  // (spatial; padding rows get empty ranges).
+  // (spatial; padding rows get an empty range along an axis they overrun).
   const int r0 = warp * 16 + lane / 4;
   int win[2][6];
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    int kj[3];
-    const bool ok = !additional && bt.pos(geo, r0 + 8 * r, kj);
+  for (int r = 0; r < 2; ++r)
 #pragma unroll
     for (int a = 0; a < 3; ++a) {
-      IndexRange w{1, 0};
-      if (ok) w = inverse_window_in_group(p.axis[a], kj[a], bt.lg[a]);
-      win[r][2 * a] = int(w.begin);
-      win[r][2 * a + 1] = int(w.end);
+      const int2 w = additional ? make_int2(1, 0) : s_iw[a][((r0 + 8 * r) >> geo.tsh[a]) & (geo.t[a] - 1)];
+      win[r][2 * a] = w.x;
+      win[r][2 * a + 1] = w.y;
     }
-  }
   float dk[HD / 8][4], dv[HD / 8][4];
 #pragma unroll
   for (int n = 0; n < HD / 8; ++n)
