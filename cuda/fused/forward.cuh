@@ -180,7 +180,7 @@ __device__ __forceinline__ void cp_async_wait() {
 }
 
 template <class T, int HD, int BK, int MI>
-__global__ void __launch_bounds__(kThreads, HD == 32 ? 3 : 1) forward_kernel(const Params p, const Geo geo) {
+__global__ void __launch_bounds__(kThreads) forward_kernel(const Params p, const Geo geo) {
   constexpr int LD = HD + 8;
   constexpr int BQ = kRows * MI;
   constexpr int NST = fwd_stages<HD>();

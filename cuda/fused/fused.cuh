@@ -40,12 +40,12 @@ constexpr int kv_tile() {
 
 // Forward: MI m-tiles of 16 query rows per warp (block of 64 * MI queries)
 // and a KV inner tile of fwd_bk keys, sized to stay within 255 registers.
-// Two m-tiles at head dim 128 halve the K/V fragment loads per MMA; at 32
-// they halve the blocks, whose fixed per-block work (row windows, tables, Q
-// load, epilogue) dominates small-kernel problems such as 7x7 vision.
+// Two m-tiles at head dim 128 halve the K/V fragment loads per MMA. (At 32
+// they made 7x7 vision 34% slower: 128-query blocks fit 3 per SM instead of
+// 4 and walk 8 KV tiles where two 64-query blocks walk 4 each.)
 template <int HD>
 constexpr int fwd_mi() {
-  return HD == 128 || HD == 32 ? 2 : 1;
+  return HD == 128 ? 2 : 1;
 }
 template <int HD>
 constexpr int fwd_bk() {
