@@ -135,14 +135,8 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p, const Geo 
   for (int r = 0; r < 2; ++r) {
     int q[3];
     if (!bt.pos(geo, r0 + 8 * r, q)) continue;
-    const float sc = float(p.scale);
     T* g = static_cast<T*>(p.dq.data) + b * p.dq.sb + h * p.dq.sh + tok_off(p.dq, p, bt.g, q);
-#pragma unroll
-    for (int n = 0; n < HD / 8; ++n) {
-      const int d = n * 8 + (lane & 3) * 2;
-      if (d < p.head_dim) g[d * p.dq.sd] = from_float<T>(dq[n][2 * r] * sc);
-      if (d + 1 < p.head_dim) g[(d + 1) * p.dq.sd] = from_float<T>(dq[n][2 * r + 1] * sc);
-    }
+    store_row<T, HD>(g, p.dq.sd, int(p.head_dim), dq, r, float(p.scale), lane);
   }
 }
 

@@ -355,12 +355,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const Params p, const
       if (!bt.pos(geo, row0 + 16 * i + lane / 4 + 8 * r, q)) continue;
       const float inv = li > 0.f ? 1.f / li : 0.f;
       T* go = static_cast<T*>(p.out.data) + b * p.out.sb + h * p.out.sh + tok_off(p.out, p, bt.g, q);
-#pragma unroll
-      for (int n = 0; n < HD / 8; ++n) {
-        const int d = n * 8 + (lane & 3) * 2;
-        if (d < p.head_dim_v) go[d * p.out.sd] = from_float<T>(o[i][n][2 * r] * inv);
-        if (d + 1 < p.head_dim_v) go[(d + 1) * p.out.sd] = from_float<T>(o[i][n][2 * r + 1] * inv);
-      }
+      store_row<T, HD>(go, p.out.sd, int(p.head_dim_v), o[i], r, inv, lane);
       if (p.lse.data && (lane & 3) == 0) {
         float* gl = static_cast<float*>(p.lse.data) + b * p.lse.sb + h * p.lse.sh + tok_off(p.lse, p, bt.g, q);
         *gl = (m[i][r] + log2f(li)) * 0.69314718055994531f;

@@ -40,6 +40,9 @@ constexpr int kv_tile() {
 
 // Forward: MI m-tiles of 16 query rows per warp (block of 64 * MI queries)
 // and a KV inner tile of fwd_bk keys, sized to stay within 255 registers.
+// Two m-tiles at head dim 128 halve the K/V fragment loads per MMA. (At 32
+// they made 7x7 vision 34% slower: 128-query blocks fit 3 per SM instead of
+// 4 and walk 8 KV tiles where two 64-query blocks walk 4 each.)
 template <int HD>
 constexpr int fwd_mi() {
   return HD == 128 ? 2 : 1;
@@ -157,6 +160,27 @@ __device__ __forceinline__ void load_rows(T* sm, const T* g, int64_t sd, int nco
         const int d = c * 8 + e;
         dst[e] = (ok && d < ncols) ? g[off + d * sd] : from_float<T>(0.f);
       }
+    }
+  }
+}
+
+// Stores this thread's part of accumulator row r (acc[n][2r + e] holds
+// column 8n + 2 (lane % 4) + e), times scale, to a row of ncols elements at
+// g with element stride sd: column pairs as one 32-bit store where the row
+// allows it (unit stride, 4-byte aligned), else element by element.
+template <class T, int HD>
+__device__ __forceinline__ void store_row(T* g, int64_t sd, int ncols, const float (*acc)[4], int r, float scale,
+                                          int lane) {
+  const bool pairs = sd == 1 && (reinterpret_cast<uintptr_t>(g) & 3) == 0;
+#pragma unroll
+  for (int n = 0; n < HD / 8; ++n) {
+    const int d = n * 8 + (lane & 3) * 2;
+    const float x = acc[n][2 * r] * scale, y = acc[n][2 * r + 1] * scale;
+    if (pairs && d + 1 < ncols) {
+      *reinterpret_cast<uint32_t*>(g + d) = pack2<T>(x, y);
+    } else {
+      if (d < ncols) g[d * sd] = from_float<T>(x);
+      if (d + 1 < ncols) g[(d + 1) * sd] = from_float<T>(y);
     }
   }
 }

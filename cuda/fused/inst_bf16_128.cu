@@ -1,5 +1,5 @@
 #include "launch.cuh"
 namespace nhood::fused {
-template void launch_forward<__nv_bfloat16, 128, 2>(const Params&, const Geo&, cudaStream_t);
+template void launch_forward<__nv_bfloat16, 128, fwd_mi<128>()>(const Params&, const Geo&, cudaStream_t);
 NHOOD_FUSED_INSTANTIATE(__nv_bfloat16, 128)
 }

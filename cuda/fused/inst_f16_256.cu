@@ -1,5 +1,5 @@
 // Forward-only instantiation (backward supports head dim <= 128).
 #include "launch.cuh"
 namespace nhood::fused {
-template void launch_forward<__half, 256, 1>(const Params&, const Geo&, cudaStream_t);
+template void launch_forward<__half, 256, fwd_mi<256>()>(const Params&, const Geo&, cudaStream_t);
 }
