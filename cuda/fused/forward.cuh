@@ -200,19 +200,9 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const Params p, const
   KvWalk kw;
   kw.init(p, geo, bt, BK);
 
-  for (int r = threadIdx.x; r < BQ; r += kThreads) {
-    int q[3];
-    const bool ok = bt.pos(geo, r, q);
-#pragma unroll
-    for (int a = 0; a < 3; ++a) {
-      const IndexRange w = window_in_group(p.axis[a], q[a], bt.lg[a]);
-      s_win[r][2 * a] = ok ? int(w.begin) : 1;
-      s_win[r][2 * a + 1] = ok ? int(w.end) : 0;
-    }
-  }
-  MaskTable<BK>::build(s_mask, geo);
-  rows.build(p, geo, p.k, p.v);
-  __syncthreads();
+  // Loads first (Q, then the first NST - 1 tiles), so their latency covers
+  // the per-row windows below: with 4-step blocks (7x7 vision) the prologue
+  // is a large part of a block's time.
   {
     const T* gq = static_cast<const T*>(p.q.data) + b * p.q.sb + h * p.q.sh;
     load_rows<HD, BQ>(sQ, gq, p.q.sd, int(p.head_dim), geo.vec, [&](int r, int64_t& off) {
@@ -222,6 +212,9 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const Params p, const
       return ok;
     });
   }
+  MaskTable<BK>::build(s_mask, geo);
+  rows.build(p, geo, p.k, p.v);
+  __syncthreads();
   // Tile `it` goes to stage it % NST; the loads run NST - 1 tiles ahead of
   // the MMAs, one cp.async group per tile (the first also holds Q).
   TileCursor cursor;
@@ -239,6 +232,17 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const Params p, const
   for (int it = 0; it < NST - 1; ++it) {
     if (it < kw.n_total) issue(it);
     cp_async_commit();
+  }
+  // Read only after the first step's barrier.
+  for (int r = threadIdx.x; r < BQ; r += kThreads) {
+    int q[3];
+    const bool ok = bt.pos(geo, r, q);
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+      const IndexRange w = window_in_group(p.axis[a], q[a], bt.lg[a]);
+      s_win[r][2 * a] = ok ? int(w.begin) : 1;
+      s_win[r][2 * a + 1] = ok ? int(w.end) : 0;
+    }
   }
 
   const int row0 = warp * 16 * MI;  // this warp's first row; thread rows row0 + 16 i + lane/4 (+8)
