@@ -28,8 +28,9 @@ struct TileCursor {
 };
 
 // Masks of partial tiles by byte arithmetic. In an m64nN accumulator tile
-// (wgmma), as in each m16nN row block of mma.sync, a thread holds N/4 columns per row (column 8n + 2 (lane % 4) + e of value
-// 2n + e); each column's token has a local coordinate c < 128 along every
+// (wgmma), as in each m16nN row block of mma.sync, a thread holds N/4
+// columns per row (column 8n + 2 (lane % 4) + e of value 2n + e); each
+// column's token has a local coordinate c < 128 along every
 // axis of the inner tile (shape geo.u). A table in shared memory holds
 // 0x80 | c as bytes, four values per word, for each of the 4 lane patterns
 // and each axis, built once per launch. For a row's range [lo, hi) along an
