@@ -346,14 +346,8 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p, const Ge
       sdk = p.d_add_k.sd;
       sdv = p.d_add_v.sd;
     }
-#pragma unroll
-    for (int n = 0; n < HD / 8; ++n) {
-      const int d = n * 8 + (lane & 3) * 2;
-      if (d < p.head_dim) gk[d * sdk] = from_float<T>(dk[n][2 * r] * sc);
-      if (d + 1 < p.head_dim) gk[(d + 1) * sdk] = from_float<T>(dk[n][2 * r + 1] * sc);
-      if (d < p.head_dim_v) gv[d * sdv] = from_float<T>(dv[n][2 * r]);
-      if (d + 1 < p.head_dim_v) gv[(d + 1) * sdv] = from_float<T>(dv[n][2 * r + 1]);
-    }
+    store_row<T, HD>(gk, sdk, int(p.head_dim), dk, r, sc, lane);
+    store_row<T, HD>(gv, sdv, int(p.head_dim_v), dv, r, 1.f, lane);
   }
 }
 
