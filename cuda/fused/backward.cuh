@@ -37,13 +37,6 @@ __global__ void delta_kernel(const Params p, float* delta) {
   }
 }
 
-// cp.async of 4 bytes (.ca: .cg copies 16 only); zero-filled when !valid.
-__device__ __forceinline__ void cp_async4(void* dst, const void* src, bool valid) {
-  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  const int n = valid ? 4 : 0;
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(a), "l"(src), "r"(n));
-}
-
 // Q/dO ring depth of the dK/dV kernel. Three stages at head dim 64: its
 // ~230 registers per thread already allow only two blocks per SM, and two
 // blocks of 77 KB fit. Two elsewhere: at 128 a third stage (136 KB) would

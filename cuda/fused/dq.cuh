@@ -69,13 +69,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p, const Geo 
   TileCursor cursor;
   auto issue = [&](int it) {
     const int buf = it & 1;
-    int j0[3] = {0, 0, 0};
-    if (it < kw.n_spatial) {
-      cursor.origin(geo, kw, j0);
-      cursor.advance(kw);
-      if (threadIdx.x == 0) s_tile[buf] = make_int4(j0[0], j0[1], j0[2], int(partial_axes(geo, kw, j0)));
-    }
-    load_kv<T, HD, BK>(p, geo, bt, kw, it, j0, rows, b, hk, sK0 + buf * BK * LD, sV0 + buf * BK * LD);
+    load_kv<T, HD, BK>(p, geo, bt, kw, it, cursor, &s_tile[buf], rows, b, hk, sK0 + buf * BK * LD, sV0 + buf * BK * LD);
   };
   if (kw.n_total > 0) issue(0);
   cp_async_commit();
@@ -89,7 +83,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p, const Geo 
   const float scale2 = float(p.scale) * kLog2e;
 
   for (int it = 0; it < kw.n_total; ++it) {
-    cp_async_wait_all();
+    cp_async_wait<0>();
     __syncthreads();
     if (it == 0) {
 #pragma unroll

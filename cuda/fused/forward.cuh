@@ -12,11 +12,20 @@
 
 namespace nhood::fused {
 
-// Issues the loads of KV inner tile `it` (spatial at origin j0, or
-// additional) into sK/sV; `rows`: the spatial fast path (aligned operands).
+// Issues the loads of KV inner tile `it` into sK/sV. Spatial tiles come in
+// walk order from `cursor`; thread 0 records the tile's origin and partial
+// axes in *tile for the step that masks it. `rows`: the spatial fast path
+// (aligned operands).
 template <class T, int HD, int BK>
 __device__ __forceinline__ void load_kv(const Params& p, const Geo& geo, const BlockTile& bt, const KvWalk& kw, int it,
-                                        const int* j0, const TileRows<BK>& rows, int b, int hk, T* sK, T* sV) {
+                                        TileCursor& cursor, int4* tile, const TileRows<BK>& rows, int b, int hk, T* sK,
+                                        T* sV) {
+  int j0[3] = {0, 0, 0};
+  if (it < kw.n_spatial) {
+    cursor.origin(geo, kw, j0);
+    cursor.advance(kw);
+    if (threadIdx.x == 0) *tile = make_int4(j0[0], j0[1], j0[2], int(partial_axes(geo, kw, j0)));
+  }
   if (it < kw.n_spatial && geo.vec) {
     rows.template load<HD>(p, bt.g, j0, kw.ke, sK, static_cast<const T*>(p.k.data) + b * p.k.sb + hk * p.k.sh, p.k,
                            int(p.head_dim), sV, static_cast<const T*>(p.v.data) + b * p.v.sb + hk * p.v.sh, p.v,
@@ -174,11 +183,6 @@ constexpr int fwd_smem_bytes() {
   return (kRows * MI + 2 * fwd_stages<HD>() * BK) * (HD + 8) * int(sizeof(T));
 }
 
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
 template <class T, int HD, int BK, int MI>
 __global__ void __launch_bounds__(kThreads) forward_kernel(const Params p, const Geo geo) {
   constexpr int LD = HD + 8;
@@ -220,13 +224,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const Params p, const
   TileCursor cursor;
   auto issue = [&](int it) {
     const int st = it % NST;
-    int j0[3] = {0, 0, 0};
-    if (it < kw.n_spatial) {
-      cursor.origin(geo, kw, j0);
-      cursor.advance(kw);
-      if (threadIdx.x == 0) s_tile[st] = make_int4(j0[0], j0[1], j0[2], int(partial_axes(geo, kw, j0)));
-    }
-    load_kv<T, HD, BK>(p, geo, bt, kw, it, j0, rows, b, hk, sK0 + st * BK * LD, sV0 + st * BK * LD);
+    load_kv<T, HD, BK>(p, geo, bt, kw, it, cursor, &s_tile[st], rows, b, hk, sK0 + st * BK * LD, sV0 + st * BK * LD);
   };
 #pragma unroll
   for (int it = 0; it < NST - 1; ++it) {
