@@ -96,11 +96,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p, const Ge
     total = G * kw.n_spatial;
     MaskTable<BQ>::build(s_mask, geo);
     rows.build(p, geo, p.q, p.d_out);
-    Operand dl;  // delta's [B, X, Y, Z, H] layout (row_index)
-    dl.sz = p.heads;
-    dl.sy = dl.sz * p.axis[2].length;
-    dl.sx = dl.sy * p.axis[1].length;
-    stat_rows.build(p, geo, p.lse, dl);
+    stat_rows.build(p, geo, p.lse, delta_layout(p));
     // A row's inverse window is the product of its coordinates' windows: one
     // binary search per (axis, position), t[0] + t[1] + t[2] <= 66 of them
     // over the block, where each thread's two rows took six.

@@ -272,11 +272,20 @@ __device__ __forceinline__ int64_t tok_off(const Operand& o, const Params& p, co
   return int64_t(g[0] + p.axis[0].dilation * q[0]) * o.sx + int64_t(g[1] + p.axis[1].dilation * q[1]) * o.sy +
          int64_t(g[2] + p.axis[2].dilation * q[2]) * o.sz;
 }
+// The backward's delta workspace: one float per query row, [B, X, Y, Z, H]:
+// a row's index, and the same layout as token strides (for TileRows).
 __device__ __forceinline__ int64_t row_index(const Params& p, int b, const int* g, const int* q, int h) {
   const int64_t x = g[0] + p.axis[0].dilation * q[0];
   const int64_t y = g[1] + p.axis[1].dilation * q[1];
   const int64_t z = g[2] + p.axis[2].dilation * q[2];
   return (((int64_t(b) * p.axis[0].length + x) * p.axis[1].length + y) * p.axis[2].length + z) * p.heads + h;
+}
+__device__ __forceinline__ Operand delta_layout(const Params& p) {
+  Operand o;
+  o.sz = p.heads;
+  o.sy = o.sz * p.axis[2].length;
+  o.sx = o.sy * p.axis[1].length;
+  return o;
 }
 
 constexpr float kLog2e = 1.4426950408889634f;
