@@ -51,34 +51,63 @@ struct TileRows {
   // Issues the cp.async loads of the tile at j0 (rows outside [., end) and
   // columns >= ncols_o zero-filled) into two [BK][HD + 8] tiles. g_o: the
   // operand's (batch, head) base; requires 16-byte alignment (geo.vec).
+  // Each thread copies CPT chunks of a row per operand, TPR chunks apart, so
+  // a row's address (table loads, bounds test, 64-bit add) is computed once
+  // per CPT chunks, which then differ by immediate offsets (one chunk per
+  // thread and row cost ~26 instructions per row pair, ~20% of the 1-D
+  // forward). A warp instruction still covers 64 contiguous bytes per row:
+  // 32-byte pieces (two threads per row) made the loads 13% slower
+  // (docs/performance.md, fused v6).
   template <int HD, class T>
   __device__ __forceinline__ void load(const Params& p, const int* g, const int* j0, const int* end, T* sm0,
                                        const T* g0, const Operand& o0, int ncols0, T* sm1, const T* g1,
                                        const Operand& o1, int ncols1) const {
     constexpr int LD = HD + 8;
-    constexpr int CH = HD / 8;             // 16-byte chunks per row
-    constexpr int RSTEP = kThreads / CH;   // rows per pass of the block
-    static_assert(kThreads % CH == 0 && BK % RSTEP == 0);
+    constexpr int CH = HD / 8;                 // 16-byte chunks per row
+    constexpr int TPR = CH < 4 ? CH : 4;       // threads per row
+    constexpr int CPT = CH / TPR;              // chunks per thread
+    constexpr int RSTEP = kThreads / TPR;      // rows per pass of the block
+    static_assert(kThreads % TPR == 0 && BK % RSTEP == 0);
     int64_t base0 = 0, base1 = 0;
     {
       const int64_t s0[3] = {o0.sx, o0.sy, o0.sz}, s1[3] = {o1.sx, o1.sy, o1.sz};
 #pragma unroll
       for (int a = 0; a < 3; ++a) {
-        const int64_t pos = g[a] + int64_t(p.axis[a].dilation) * j0[a];
-        base0 += pos * s0[a];
-        base1 += pos * s1[a];
+        const int pos = g[a] + p.axis[a].dilation * j0[a];  // a coordinate: 32 bits (one 64-bit product each)
+        base0 += int64_t(pos) * s0[a];
+        base1 += int64_t(pos) * s1[a];
       }
     }
     const uint32_t lim = limits(j0, end);
-    const int c = threadIdx.x % CH, r0 = threadIdx.x / CH;
-    const bool c0 = c * 8 < ncols0, c1 = c * 8 < ncols1;
+    const int c = (threadIdx.x % TPR) * 8, r0 = threadIdx.x / TPR;
 #pragma unroll
     for (int k = 0; k < BK / RSTEP; ++k) {
       const int r = r0 + k * RSTEP;
       const bool in = ((lc[r] - lim) & 0x00808080u) == 0;
-      const bool v0 = in && c0, v1 = in && c1;
-      cp_async16(sm0 + r * LD + c * 8, v0 ? g0 + base0 + local[0][r] + c * 8 : g0, v0);
-      cp_async16(sm1 + r * LD + c * 8, v1 ? g1 + base1 + local[1][r] + c * 8 : g1, v1);
+      copy_row<CPT, TPR>(sm0 + r * LD + c, in ? g0 + base0 + local[0][r] + c : g0, g0, in, ncols0 - c);
+      copy_row<CPT, TPR>(sm1 + r * LD + c, in ? g1 + base1 + local[1][r] + c : g1, g1, in, ncols1 - c);
+    }
+  }
+
+ private:
+  // Chunks j = 0..CPT-1 at element offsets 8 TPR j of one row (ncols: the
+  // valid columns from dst/src on, a multiple of 8 as geo.vec requires):
+  // from src when the row is in and the chunk's columns exist, else
+  // zero-filled, reading nothing (src then points at a valid row).
+  template <int CPT, int TPR, class T>
+  static __device__ __forceinline__ void copy_row(T* dst, const T* src, const T* fallback, bool in, int ncols) {
+    if constexpr (CPT == 1) {
+      const bool v = in && ncols > 0;
+      cp_async16(dst, v ? src : fallback, v);
+    } else if (ncols > 8 * TPR * (CPT - 1)) {  // every chunk's columns exist: immediate offsets from one address
+#pragma unroll
+      for (int j = 0; j < CPT; ++j) cp_async16(dst + 8 * TPR * j, src + 8 * TPR * j, in);
+    } else {
+#pragma unroll
+      for (int j = 0; j < CPT; ++j) {
+        const bool v = in && 8 * TPR * j < ncols;
+        cp_async16(dst + 8 * TPR * j, v ? src + 8 * TPR * j : fallback, v);
+      }
     }
   }
 };
