@@ -198,7 +198,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const Params p, const
   __shared__ __align__(16) uint32_t s_mask[MaskTable<BK>::kBytes / 4];
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int b = blockIdx.z, h = blockIdx.y, hk = h / int(p.heads / p.heads_kv);
+  const int b = blockIdx.z, h = blockIdx.y, hk = geo.kv_group.div(h);
   BlockTile bt;
   if (!bt.init(p, geo, blockIdx.x)) return;
   KvWalk kw;

@@ -52,12 +52,38 @@ constexpr int fwd_bk() {
   return HD >= 128 ? 32 : 64;
 }
 
+// Division by a divisor fixed per launch as a multiply-high, an add and a
+// shift (round-up method; host-computed multiplier), exact for 0 <= n < 2^31
+// and 1 <= d < 2^31: the block-index decomposition in BlockTile::init ran
+// five ~25-instruction divisions per block, a visible share of blocks with
+// few KV steps (7x7 vision: 4 steps).
+struct FastDiv {
+  uint32_t d = 1, mul = 1, shift = 0;
+  FastDiv() = default;
+  explicit FastDiv(int divisor) : d(uint32_t(divisor > 0 ? divisor : 1)) {  // counts validated upstream are >= 1
+    while ((uint64_t(1) << shift) < d) ++shift;
+    mul = uint32_t(((uint64_t(1) << 32) * ((uint64_t(1) << shift) - d)) / d + 1);
+  }
+  __host__ __device__ __forceinline__ int div(int n) const {
+#if defined(__CUDA_ARCH__)
+    const uint32_t hi = __umulhi(uint32_t(n), mul);
+#else
+    const uint32_t hi = uint32_t((uint64_t(uint32_t(n)) * mul) >> 32);
+#endif
+    return int((hi + uint32_t(n)) >> shift);
+  }
+  __host__ __device__ __forceinline__ int mod(int n, int q) const { return n - q * int(d); }
+};
+
 // Host-computed tiling, passed by value.
 struct Geo {
   int t[3];                // block tile shape (powers of two, product 64)
   int tsh[3];              // local index -> coordinate: (i >> tsh[a]) & (t[a] - 1)
   int tiles_per_group[3];  // block tiles per dilation group, per axis
   int tiles[3];            // dilation * tiles_per_group
+  FastDiv tiles_div[2];    // by tiles[2], tiles[1]
+  FastDiv tpg_div[3];      // by tiles_per_group
+  FastDiv kv_group;        // heads / heads_kv (query heads per KV head)
   int n_spatial_blocks;    // tiles[0] * tiles[1] * tiles[2]
   int u[3];                // inner tile shape (product BK or 64)
   int ush[3];
@@ -203,14 +229,15 @@ struct BlockTile {
   int g[3], lg[3], p0[3], pend[3];
   __device__ bool init(const Params& p, const Geo& geo, int bx) {
     int i[3];
-    i[2] = bx % geo.tiles[2];
-    i[1] = (bx / geo.tiles[2]) % geo.tiles[1];
-    i[0] = bx / (geo.tiles[2] * geo.tiles[1]);
+    const int r2 = geo.tiles_div[0].div(bx);
+    i[2] = geo.tiles_div[0].mod(bx, r2);
+    i[0] = geo.tiles_div[1].div(r2);
+    i[1] = geo.tiles_div[1].mod(r2, i[0]);
     bool ok = true;
 #pragma unroll
     for (int a = 0; a < 3; ++a) {
-      g[a] = i[a] / geo.tiles_per_group[a];
-      p0[a] = (i[a] % geo.tiles_per_group[a]) * geo.t[a];
+      g[a] = geo.tpg_div[a].div(i[a]);
+      p0[a] = geo.tpg_div[a].mod(i[a], g[a]) * geo.t[a];
       lg[a] = int(group_length(p.axis[a], g[a]));
       pend[a] = min(p0[a] + geo.t[a], lg[a]);
       ok = ok && p0[a] < lg[a];

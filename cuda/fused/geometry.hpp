@@ -94,7 +94,11 @@ inline Geo make_geo(const Params& p, int block_total, int inner_total, bool back
     g.tiles[a] = p.axis[a].dilation * g.tiles_per_group[a];
     g.add_tiles_per_group[a] = int((lg + g.u[a] - 1) / g.u[a]);
     g.n_spatial_blocks *= g.tiles[a];
+    g.tpg_div[a] = FastDiv(g.tiles_per_group[a]);
   }
+  g.tiles_div[0] = FastDiv(g.tiles[2]);
+  g.tiles_div[1] = FastDiv(g.tiles[1]);
+  g.kv_group = FastDiv(int(p.heads / p.heads_kv));
   g.vec = vec_ok(p.q) && vec_ok(p.k) && vec_ok(p.v) && vec_ok(p.add_k) && vec_ok(p.add_v) && p.head_dim % 8 == 0 &&
           p.head_dim_v % 8 == 0;
   if (backward_ops) g.vec = g.vec && vec_ok(p.d_out);
