@@ -56,7 +56,7 @@ struct TileRows {
   // per CPT chunks, which then differ by immediate offsets (one chunk per
   // thread and row cost ~26 instructions per row pair, ~20% of the 1-D
   // forward). A warp instruction still covers 64 contiguous bytes per row:
-  // 32-byte pieces (two threads per row) made the loads 13% slower
+  // with 32-byte pieces (two threads per row) the 1-D forward ran 13% slower
   // (docs/performance.md, fused v6).
   template <int HD, class T>
   __device__ __forceinline__ void load(const Params& p, const int* g, const int* j0, const int* end, T* sm0,
