@@ -79,10 +79,10 @@ struct FastDiv {
 struct Geo {
   int t[3];                // block tile shape (powers of two, product 64)
   int tsh[3];              // local index -> coordinate: (i >> tsh[a]) & (t[a] - 1)
-  int tiles_per_group[3];  // block tiles per dilation group, per axis
-  int tiles[3];            // dilation * tiles_per_group
+  // Block index -> per-axis tile index (tiles[a] = dilation * tiles per
+  // group along a), then -> (dilation group, tile within it).
   FastDiv tiles_div[2];    // by tiles[2], tiles[1]
-  FastDiv tpg_div[3];      // by tiles_per_group
+  FastDiv tpg_div[3];      // by block tiles per dilation group, per axis
   FastDiv kv_group;        // heads / heads_kv (query heads per KV head)
   int n_spatial_blocks;    // tiles[0] * tiles[1] * tiles[2]
   int u[3];                // inner tile shape (product BK or 64)

@@ -88,16 +88,17 @@ inline Geo make_geo(const Params& p, int block_total, int inner_total, bool back
   g.tsh[2] = 0, g.tsh[1] = log2i(g.t[2]), g.tsh[0] = log2i(g.t[2] * g.t[1]);
   g.ush[2] = 0, g.ush[1] = log2i(g.u[2]), g.ush[0] = log2i(g.u[2] * g.u[1]);
   g.n_spatial_blocks = 1;
+  int tiles[3];
   for (int a = 0; a < 3; ++a) {
     const int64_t lg = group_len_max(p.axis[a]);
-    g.tiles_per_group[a] = int((lg + g.t[a] - 1) / g.t[a]);
-    g.tiles[a] = p.axis[a].dilation * g.tiles_per_group[a];
+    const int per_group = int((lg + g.t[a] - 1) / g.t[a]);
+    tiles[a] = p.axis[a].dilation * per_group;
     g.add_tiles_per_group[a] = int((lg + g.u[a] - 1) / g.u[a]);
-    g.n_spatial_blocks *= g.tiles[a];
-    g.tpg_div[a] = FastDiv(g.tiles_per_group[a]);
+    g.n_spatial_blocks *= tiles[a];
+    g.tpg_div[a] = FastDiv(per_group);
   }
-  g.tiles_div[0] = FastDiv(g.tiles[2]);
-  g.tiles_div[1] = FastDiv(g.tiles[1]);
+  g.tiles_div[0] = FastDiv(tiles[2]);
+  g.tiles_div[1] = FastDiv(tiles[1]);
   g.kv_group = FastDiv(int(p.heads / p.heads_kv));
   g.vec = vec_ok(p.q) && vec_ok(p.k) && vec_ok(p.v) && vec_ok(p.add_k) && vec_ok(p.add_v) && p.head_dim % 8 == 0 &&
           p.head_dim_v % 8 == 0;
