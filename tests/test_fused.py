@@ -37,6 +37,16 @@ CASES = {
     "2d-d256-fwd": ((9, 10), (3, 3), (1, 1), (1, 1), (False, False), 1, 1, 256, 200, 0),
     "3d": ((6, 7, 9), (3, 3, 5), (1, 1, 1), (1, 1, 1), (False, False, False), 2, 2, 64, 64, 0),
     "3d-all": ((8, 9, 10), (3, 4, 5), (2, 1, 3), (2, 2, 1), (True, False, True), 2, 1, 40, 40, 4),
+    # head dims <= 64 without additional tokens take the small-window forward
+    # (small.cuh) when a block's KV box is small (geometry.hpp,
+    # small_window_geo), as most cases above; these add its limits, and
+    # large kernels that take the general forward at those head dims.
+    "1d-small-k64-gqa": ((200,), (64,), (1,), (1,), (False,), 2, 1, 32, 32, 0),
+    "2d-small-dim-v": ((11, 14), (3, 5), (1, 1), (1, 1), (False, False), 2, 2, 48, 24, 0),
+    "3d-small-all": ((8, 9, 10), (3, 4, 5), (2, 1, 3), (2, 2, 1), (True, False, True), 2, 1, 40, 40, 0),
+    "1d-general-k65": ((200,), (65,), (1,), (1,), (True,), 2, 2, 32, 32, 0),
+    "2d-general-k13": ((24, 30), (11, 13), (1, 1), (1, 1), (False, False), 2, 2, 32, 32, 0),
+    "3d-general": ((10, 12, 14), (5, 7, 9), (1, 1, 1), (1, 1, 1), (False, False, False), 2, 2, 64, 64, 0),
 }
 
 

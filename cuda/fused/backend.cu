@@ -14,6 +14,7 @@
 namespace nhood::fused {
 
 template <class T, int HD, int MI> void launch_forward(const Params&, const Geo&, cudaStream_t);
+template <class T, int HD> void launch_small_forward(const Params&, const Geo&, cudaStream_t);
 template <class T, int HD> void launch_delta(const Params&, float*, cudaStream_t);
 template <class T, int HD> void launch_dq(const Params&, const Geo&, cudaStream_t);
 template <class T, int HD> void launch_dkdv(const Params&, const Geo&, cudaStream_t);
@@ -76,7 +77,11 @@ void forward(const Params& p, void* stream) {
     constexpr int MI = fwd_mi<HD>();
     // (Halving the block to 64 queries when 128-query blocks leave SMs idle
     // was measured slower on the 1-D anchor: 0.32 vs 0.21 ms. Not done.)
-    launch_forward<T, HD, MI>(p, make_geo(p, kRows * MI, fwd_bk<HD>(), false), s);
+    Geo g = make_geo(p, kRows * MI, fwd_bk<HD>(), false);
+    if constexpr (HD <= 64) {
+      if (small_window_geo(p, g)) return launch_small_forward<T, HD>(p, g, s);
+    }
+    launch_forward<T, HD, MI>(p, g, s);
   });
 }
 

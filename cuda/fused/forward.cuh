@@ -169,6 +169,25 @@ __device__ __forceinline__ void mask_additional(float (*s)[4], int a0, int n_add
       if (a0 + n * 8 + (lane & 3) * 2 + e >= n_add) s[n][e] = s[n][2 + e] = -INFINITY;
 }
 
+// Forward epilogue of accumulator row r (of a thread's two) at group
+// position q: l summed over the row's 4 lanes, O / l stored, and the LSE
+// (natural log) when asked for. Every lane calls it (shuffles); ok: the row
+// is a real token.
+template <class T, int HD>
+__device__ __forceinline__ void store_out_row(const Params& p, const int* g, const int* q, bool ok, int b, int h,
+                                              const float (*o)[4], int r, float l, float m, int lane) {
+  l += __shfl_xor_sync(0xffffffffu, l, 1);
+  l += __shfl_xor_sync(0xffffffffu, l, 2);
+  if (!ok) return;
+  const float inv = l > 0.f ? 1.f / l : 0.f;
+  T* go = static_cast<T*>(p.out.data) + b * p.out.sb + h * p.out.sh + tok_off(p.out, p, g, q);
+  store_row<T, HD>(go, p.out.sd, int(p.head_dim_v), o, r, inv, lane);
+  if (p.lse.data && (lane & 3) == 0) {
+    float* gl = static_cast<float*>(p.lse.data) + b * p.lse.sb + h * p.lse.sh + tok_off(p.lse, p, g, q);
+    *gl = (m + log2f(l)) * 0.69314718055994531f;
+  }
+}
+
 // KV ring depth of the forward: as deep as fits without costing a block per
 // SM (registers allow 4 blocks at head dim 32, 3 at 64, 2 at 128 and 256), so
 // a tile's loads have NST - 1 steps of MMAs to arrive from L2. Small head
@@ -345,23 +364,13 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const Params p, const
     pv_mi<T, HD, BK, MI>(o, s, sV, lane);
   }
 
-  // Epilogue: normalize, store valid rows.
 #pragma unroll
   for (int i = 0; i < MI; ++i)
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      float li = l[i][r];
-      li += __shfl_xor_sync(0xffffffffu, li, 1);
-      li += __shfl_xor_sync(0xffffffffu, li, 2);
       int q[3];
-      if (!bt.pos(geo, row0 + 16 * i + lane / 4 + 8 * r, q)) continue;
-      const float inv = li > 0.f ? 1.f / li : 0.f;
-      T* go = static_cast<T*>(p.out.data) + b * p.out.sb + h * p.out.sh + tok_off(p.out, p, bt.g, q);
-      store_row<T, HD>(go, p.out.sd, int(p.head_dim_v), o[i], r, inv, lane);
-      if (p.lse.data && (lane & 3) == 0) {
-        float* gl = static_cast<float*>(p.lse.data) + b * p.lse.sb + h * p.lse.sh + tok_off(p.lse, p, bt.g, q);
-        *gl = (m[i][r] + log2f(li)) * 0.69314718055994531f;
-      }
+      const bool ok = bt.pos(geo, row0 + 16 * i + lane / 4 + 8 * r, q);
+      store_out_row<T, HD>(p, bt.g, q, ok, b, h, o[i], r, l[i][r], m[i][r], lane);
     }
 }
 

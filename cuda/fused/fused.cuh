@@ -38,6 +38,12 @@ constexpr int kv_tile() {
   return HD == 256 ? 32 : 64;
 }
 
+// Small-window forward (small.cuh): K/V rows of the shared-memory tile that
+// holds a block's whole KV box, and keys a warp's 16 queries may span (16
+// n-tiles of 8: the logits stay in 64 registers).
+constexpr int kSmallBoxRows = 256;
+constexpr int kSmallWarpKeys = 128;
+
 // Forward: MI m-tiles of 16 query rows per warp (block of 64 * MI queries)
 // and a KV inner tile of fwd_bk keys, sized to stay within 255 registers.
 // Two m-tiles at head dim 128 halve the K/V fragment loads per MMA. (At 32
@@ -88,6 +94,10 @@ struct Geo {
   int u[3];                // inner tile shape (product BK or 64)
   int ush[3];
   int add_tiles_per_group[3];  // dK/dV additional mode: u-tiles per group per axis
+  // Small-window forward: a block row r belongs to warp tile r >> 4 (grid
+  // position ((r >> 4) >> wgsh[a]) & wgmask[a] along a) and sits at
+  // (r >> wsh[a]) & ((1 << wlog[a]) - 1) in it; warp tiles are 1 << wlog[a] long.
+  int wlog[3], wsh[3], wgsh[3], wgmask[3];
   bool vec;                // all loaded operands allow 16-byte cp.async
   float* delta;            // backward: [B, X, Y, Z, H] rowsum(dO * O)
 };

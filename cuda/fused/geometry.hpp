@@ -107,4 +107,62 @@ inline Geo make_geo(const Params& p, int block_total, int inner_total, bool back
   return g;
 }
 
+// Extent bound along axis a of the union of the windows of n consecutive
+// group positions: window starts are non-decreasing and differ by at most
+// (n - 1) + (stride - 1) (stride groups share a leader), ends are starts + k
+// (causal: ends <= last position + 1).
+inline int64_t window_union_extent(const AxisWindow& a, int n) {
+  return std::min<int64_t>(a.kernel + n - 1 + a.stride - 1, group_len_max(a));
+}
+
+// Sets up the small-window forward (small.cuh) on top of a forward geometry
+// with 64-token block tiles; false when the problem does not qualify: no
+// additional tokens, 16-byte loads, a block's KV box within kSmallBoxRows
+// rows (each extent rounded up to a power of two, < 128) and a warp's
+// within kSmallWarpKeys keys. Warp tiles: the block tile halved twice, each
+// time along the axis whose warp key box shrinks most.
+inline bool small_window_geo(const Params& p, Geo& g) {
+  if (p.n_additional > 0 || !g.vec) return false;
+  int w[3] = {g.t[0], g.t[1], g.t[2]};
+  for (int step = 0; step < 2; ++step) {
+    int best = -1;
+    double best_ratio = 2;
+    for (int a = 0; a < 3; ++a) {
+      if (w[a] < 2) continue;
+      const double ratio = double(window_union_extent(p.axis[a], w[a] / 2)) / window_union_extent(p.axis[a], w[a]);
+      if (ratio < best_ratio) best = a, best_ratio = ratio;
+    }
+    if (best < 0) return false;
+    w[best] /= 2;
+  }
+  int64_t warp_keys = 1, box_rows = 1;
+  int u[3];
+  for (int a = 0; a < 3; ++a) {
+    warp_keys *= window_union_extent(p.axis[a], w[a]);
+    const int64_t box = window_union_extent(p.axis[a], g.t[a]);
+    if (box >= 128) return false;
+    u[a] = int(next_pow2(box));
+    box_rows *= u[a];
+  }
+  if (warp_keys > kSmallWarpKeys || box_rows > kSmallBoxRows) return false;  // g is left as it was
+  while (box_rows < kSmallBoxRows) {  // fill the tile (rows past the box are zero-filled, never read)
+    int a = 0;
+    for (int c = 1; c < 3; ++c)
+      if (u[c] < u[a]) a = c;
+    u[a] *= 2;
+    box_rows *= 2;
+  }
+  for (int a = 0; a < 3; ++a) g.u[a] = u[a];
+  g.ush[2] = 0, g.ush[1] = log2i(g.u[2]), g.ush[0] = log2i(g.u[2] * g.u[1]);
+  int grid[3];
+  for (int a = 0; a < 3; ++a) {
+    g.wlog[a] = log2i(w[a]);
+    grid[a] = g.t[a] / w[a];
+    g.wgmask[a] = grid[a] - 1;
+  }
+  g.wsh[2] = 0, g.wsh[1] = g.wlog[2], g.wsh[0] = g.wlog[2] + g.wlog[1];
+  g.wgsh[2] = 0, g.wgsh[1] = log2i(grid[2]), g.wgsh[0] = log2i(grid[2] * grid[1]);
+  return true;
+}
+
 }  // namespace nhood::fused

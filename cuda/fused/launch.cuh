@@ -7,6 +7,7 @@
 #include "../common/check.cuh"
 #include "backward.cuh"
 #include "dq.cuh"
+#include "small.cuh"
 
 namespace nhood::fused {
 
@@ -27,6 +28,15 @@ void launch_forward(const Params& p, const Geo& geo, cudaStream_t stream) {
   raise_smem(kernel, smem);
   kernel<<<grid_of(p, geo, 0, p.heads), kThreads, smem, stream>>>(p, geo);
   NHOOD_CUDA_CHECK_LAUNCH("fused forward");
+}
+
+template <class T, int HD>
+void launch_small_forward(const Params& p, const Geo& geo, cudaStream_t stream) {
+  constexpr int smem = small_smem_bytes<T, HD>();
+  auto kernel = small_forward_kernel<T, HD>;
+  raise_smem(kernel, smem);
+  kernel<<<grid_of(p, geo, 0, p.heads), kThreads, smem, stream>>>(p, geo);
+  NHOOD_CUDA_CHECK_LAUNCH("fused small-window forward");
 }
 
 template <class T, int HD>
