@@ -28,6 +28,8 @@ TC_CASES = [
     ((19, 23), (5, 8), (1, 2), (2, 1), (False, True), 2, 2, 128, 128, 3),
     ((5, 9, 11), (3, 4, 5), (1, 2, 1), (1, 1, 2), (False, False, True), 2, 1, 64, 64, 0),
     ((17, 21), (7, 6), (2, 1), (1, 2), (True, False), 4, 2, 128, 128, 0),  # hopper's own backward at 128
+    ((11, 13), (7, 7), (1, 1), (1, 1), (False, False), 2, 1, 32, 32, 0),  # fused small-window forward
+    ((150,), 64, 1, 1, False, 2, 2, 32, 32, 0),  # ... at its 1-D limit (box of 127 keys)
 ]
 
 

@@ -189,12 +189,12 @@ __device__ __forceinline__ void store_out_row(const Params& p, const int* g, con
 }
 
 // KV ring depth of the forward: as deep as fits without costing a block per
-// SM (registers allow 4 blocks at head dim 32, 3 at 64, 2 at 128 and 256), so
-// a tile's loads have NST - 1 steps of MMAs to arrive from L2. Small head
-// dims matter most: their steps are short (vision: 4 steps per block).
+// SM (registers allow 4 blocks at head dim 32, 3 at 64, 2 at 128 and 256;
+// shared memory at 128 then holds two 64-key stages), so a tile's loads have
+// NST - 1 steps of MMAs to arrive from L2.
 template <int HD>
 __host__ __device__ constexpr int fwd_stages() {
-  return HD == 32 ? 4 : HD == 256 ? 2 : 3;
+  return HD == 32 ? 4 : HD >= 128 ? 2 : 3;
 }
 
 template <class T, int HD, int BK, int MI>

@@ -45,7 +45,10 @@ constexpr int kSmallBoxRows = 256;
 constexpr int kSmallWarpKeys = 128;
 
 // Forward: MI m-tiles of 16 query rows per warp (block of 64 * MI queries)
-// and a KV inner tile of fwd_bk keys, sized to stay within 255 registers.
+// and a KV inner tile of fwd_bk keys. At head dim 128, 64 keys (two-stage
+// ring, 96 B of spills) beat 32 (three stages, no spills) by 8-9% on the
+// 1-D, 2-D and 3-D anchors: twice the independent QK accumulator chains per
+// K fragment pass, half the barriers per key (docs/performance.md, fused v7).
 // Two m-tiles at head dim 128 halve the K/V fragment loads per MMA. (At 32
 // they made 7x7 vision 34% slower: 128-query blocks fit 3 per SM instead of
 // 4 and walk 8 KV tiles where two 64-query blocks walk 4 each.)
@@ -55,7 +58,7 @@ constexpr int fwd_mi() {
 }
 template <int HD>
 constexpr int fwd_bk() {
-  return HD >= 128 ? 32 : 64;
+  return HD >= 256 ? 32 : 64;
 }
 
 // Division by a divisor fixed per launch as a multiply-high, an add and a
