@@ -28,8 +28,11 @@ TC_CASES = [
     ((19, 23), (5, 8), (1, 2), (2, 1), (False, True), 2, 2, 128, 128, 3),
     ((5, 9, 11), (3, 4, 5), (1, 2, 1), (1, 1, 2), (False, False, True), 2, 1, 64, 64, 0),
     ((17, 21), (7, 6), (2, 1), (1, 2), (True, False), 4, 2, 128, 128, 0),  # hopper's own backward at 128
-    ((11, 13), (7, 7), (1, 1), (1, 1), (False, False), 2, 1, 32, 32, 0),  # fused small-window forward
-    ((150,), 64, 1, 1, False, 2, 2, 32, 32, 0),  # ... at its 1-D limit (box of 127 keys)
+]
+# fused only (hopper takes head dims 64 and 128): the small-window forward.
+FUSED_CASES = [
+    ((11, 13), (7, 7), (1, 1), (1, 1), (False, False), 2, 1, 32, 32, 0),
+    ((150,), 64, 1, 1, False, 2, 2, 32, 32, 0),  # at its 1-D limit (box of 127 keys)
 ]
 
 
@@ -37,7 +40,7 @@ def main(backend: str) -> None:
     fwd = {1: nhood.na1d, 2: nhood.na2d, 3: nhood.na3d}
     bwd = {1: nhood.na1d_backward, 2: nhood.na2d_backward, 3: nhood.na3d_backward}
     tensor_core = backend in ("fused", "hopper")
-    cases = TC_CASES if tensor_core else CASES
+    cases = TC_CASES + (FUSED_CASES if backend == "fused" else []) if tensor_core else CASES
     dtypes = (torch.float16, torch.bfloat16) if tensor_core else (torch.float32, torch.float16, torch.bfloat16)
     for dtype in dtypes:
         for spatial, kernel, stride, dilation, causal, h, hk, d, dv, n_add in cases:
