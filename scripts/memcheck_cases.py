@@ -32,7 +32,7 @@ TC_CASES = [
 # fused only (hopper takes head dims 64 and 128): the small-window forward.
 FUSED_CASES = [
     ((11, 13), (7, 7), (1, 1), (1, 1), (False, False), 2, 1, 32, 32, 0),
-    ((150,), 64, 1, 1, False, 2, 2, 32, 32, 0),  # at its 1-D limit (box of 127 keys)
+    ((2, 8, 16), (2, 3, 5), (1, 1, 2), (1, 1, 1), (False, False, True), 2, 2, 32, 32, 0),
 ]
 
 

@@ -37,13 +37,15 @@ CASES = {
     "2d-d256-fwd": ((9, 10), (3, 3), (1, 1), (1, 1), (False, False), 1, 1, 256, 200, 0),
     "3d": ((6, 7, 9), (3, 3, 5), (1, 1, 1), (1, 1, 1), (False, False, False), 2, 2, 64, 64, 0),
     "3d-all": ((8, 9, 10), (3, 4, 5), (2, 1, 3), (2, 2, 1), (True, False, True), 2, 1, 40, 40, 4),
-    # head dims <= 64 without additional tokens take the small-window forward
+    # Head dim 32, 2-D/3-D, no additional tokens: the small-window forward
     # (small.cuh) when a block's KV box is small (geometry.hpp,
-    # small_window_geo), as most cases above; these add its limits, and
-    # large kernels that take the general forward at those head dims.
-    "1d-small-k64-gqa": ((200,), (64,), (1,), (1,), (False,), 2, 1, 32, 32, 0),
-    "2d-small-dim-v": ((11, 14), (3, 5), (1, 1), (1, 1), (False, False), 2, 2, 48, 24, 0),
-    "3d-small-all": ((8, 9, 10), (3, 4, 5), (2, 1, 3), (2, 2, 1), (True, False, True), 2, 1, 40, 40, 0),
+    # small_window_geo); these cover its features and limits, and large
+    # kernels at head dim 32 that take the general forward.
+    "2d-small-dim-v-gqa": ((11, 14), (3, 5), (1, 1), (1, 1), (False, False), 4, 2, 32, 24, 0),
+    "2d-small-causal-stride-dil": ((21, 26), (4, 5), (2, 3), (2, 1), (True, False), 2, 1, 24, 24, 0),
+    "2d-small-limit": ((40, 9), (8, 8), (1, 1), (1, 1), (False, False), 2, 2, 32, 32, 0),
+    "3d-small-warp-tile-3-axes": ((2, 8, 16), (2, 3, 5), (1, 1, 2), (1, 1, 1), (False, False, True), 2, 2, 32, 32, 0),
+    "3d-small-dilation": ((3, 6, 18), (2, 3, 3), (1, 1, 2), (1, 2, 1), (False, False, True), 2, 1, 32, 32, 0),
     "1d-general-k65": ((200,), (65,), (1,), (1,), (True,), 2, 2, 32, 32, 0),
     "2d-general-k13": ((24, 30), (11, 13), (1, 1), (1, 1), (False, False), 2, 2, 32, 32, 0),
     "3d-general": ((10, 12, 14), (5, 7, 9), (1, 1, 1), (1, 1, 1), (False, False, False), 2, 2, 64, 64, 0),

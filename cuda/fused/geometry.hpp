@@ -117,12 +117,16 @@ inline int64_t window_union_extent(const AxisWindow& a, int n) {
 
 // Sets up the small-window forward (small.cuh) on top of a forward geometry
 // with 64-token block tiles; false when the problem does not qualify: no
-// additional tokens, 16-byte loads, a block's KV box within kSmallBoxRows
+// additional tokens, 16-byte loads, a block tile spanning two or more axes,
+// a block's KV box within kSmallBoxRows
 // rows (each extent rounded up to a power of two, < 128) and a warp's
 // within kSmallWarpKeys keys. Warp tiles: the block tile halved twice, each
 // time along the axis whose warp key box shrinks most.
 inline bool small_window_geo(const Params& p, Geo& g) {
   if (p.n_additional > 0 || !g.vec) return false;
+  // Block tiles along one axis (1-D problems) fill at most half the tile,
+  // and the general walk wastes little there: measured 3% slower (k = 31).
+  if ((g.t[0] > 1) + (g.t[1] > 1) + (g.t[2] > 1) < 2) return false;
   int w[3] = {g.t[0], g.t[1], g.t[2]};
   for (int step = 0; step < 2; ++step) {
     int best = -1;
