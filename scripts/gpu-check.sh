@@ -48,6 +48,9 @@ step gpu-info nvidia-smi --query-gpu=name,memory.total,driver_version --format=c
 # RelWithDebInfo with Release's optimization flags: the image's GCC has no
 # lto-wrapper, and nanobind turns on LTO for Release builds only.
 FLAGS="-O3 -DNDEBUG"
+# A fresh build: a warm device machine keeps build/ between calls, and the
+# synced sources can carry older timestamps than its objects (stale kernels).
+rm -rf build
 step build-install "$PY" -m pip install --no-build-isolation --no-deps --no-cache-dir -q \
   --config-settings=cmake.build-type=RelWithDebInfo \
   "--config-settings=cmake.define.CMAKE_CXX_FLAGS_RELWITHDEBINFO=$FLAGS" \

@@ -12,6 +12,9 @@ cd "$(dirname "$0")/.."
 export NHOOD_CUDA_ARCHS=${NHOOD_CUDA_ARCHS:-90a} PYTHONUNBUFFERED=1
 LOG=${OUT:-/tmp/kernel-check}; mkdir -p "$LOG"
 t0=$SECONDS
+# A fresh build: a warm device machine keeps build/ between calls, and the
+# synced sources can carry older timestamps than its objects (stale kernels).
+rm -rf build
 CMAKE_BUILD_PARALLEL_LEVEL=16 python3 -m pip install --no-build-isolation --no-deps --no-cache-dir -q \
   --config-settings=cmake.build-type=RelWithDebInfo \
   "--config-settings=cmake.define.CMAKE_CXX_FLAGS_RELWITHDEBINFO=-O3 -DNDEBUG" \
