@@ -20,6 +20,11 @@ inline int64_t next_pow2(int64_t x) {
   while (v < x) v *= 2;
   return v;
 }
+// Shifts that split a row index of a box of power-of-two `shape` (z fastest)
+// into coordinates: c_a = (r >> sh[a]) & (shape[a] - 1).
+inline void row_shifts(const int* shape, int* sh) {
+  sh[2] = 0, sh[1] = log2i(shape[2]), sh[0] = log2i(shape[2] * shape[1]);
+}
 inline int64_t group_len_max(const AxisWindow& a) { return (a.length + a.dilation - 1) / a.dilation; }
 
 // Block tile: 64 tokens as a box, doubling the axis whose neighborhood box
@@ -80,13 +85,10 @@ inline Geo make_geo(const Params& p, int block_total, int inner_total, bool back
   Geo g{};
   block_tile(p, block_total, g.t);
   int64_t e[3];
-  for (int a = 0; a < 3; ++a) {
-    g.tsh[a] = 0;
-    e[a] = std::min<int64_t>(p.axis[a].kernel + g.t[a] - 1, group_len_max(p.axis[a]));
-  }
+  for (int a = 0; a < 3; ++a) e[a] = std::min<int64_t>(p.axis[a].kernel + g.t[a] - 1, group_len_max(p.axis[a]));
   inner_tile(e, inner_total, g.u);
-  g.tsh[2] = 0, g.tsh[1] = log2i(g.t[2]), g.tsh[0] = log2i(g.t[2] * g.t[1]);
-  g.ush[2] = 0, g.ush[1] = log2i(g.u[2]), g.ush[0] = log2i(g.u[2] * g.u[1]);
+  row_shifts(g.t, g.tsh);
+  row_shifts(g.u, g.ush);
   g.n_spatial_blocks = 1;
   int tiles[3];
   for (int a = 0; a < 3; ++a) {
@@ -157,15 +159,15 @@ inline bool small_window_geo(const Params& p, Geo& g) {
     box_rows *= 2;
   }
   for (int a = 0; a < 3; ++a) g.u[a] = u[a];
-  g.ush[2] = 0, g.ush[1] = log2i(g.u[2]), g.ush[0] = log2i(g.u[2] * g.u[1]);
+  row_shifts(g.u, g.ush);
   int grid[3];
   for (int a = 0; a < 3; ++a) {
     g.wlog[a] = log2i(w[a]);
     grid[a] = g.t[a] / w[a];
     g.wgmask[a] = grid[a] - 1;
   }
-  g.wsh[2] = 0, g.wsh[1] = g.wlog[2], g.wsh[0] = g.wlog[2] + g.wlog[1];
-  g.wgsh[2] = 0, g.wgsh[1] = log2i(grid[2]), g.wgsh[0] = log2i(grid[2] * grid[1]);
+  row_shifts(w, g.wsh);
+  row_shifts(grid, g.wgsh);
   return true;
 }
 
