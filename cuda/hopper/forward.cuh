@@ -41,8 +41,9 @@ struct FwdShape {
   static constexpr int kBarrierBytes = 256;
   static constexpr int kBarOff = kQBytes + 2 * kStages * kKVBytes;
   static constexpr int kMaskOff = kBarOff + kBarrierBytes;  // MaskTable<kTileKeys>
+  static constexpr int kHeadOff = kMaskOff + MaskTable<kTileKeys>::kBytes;  // one tile header (int4) per stage
   // +1024: the dynamic shared memory base is aligned up to the swizzle atom.
-  static constexpr int kSmemBytes = kMaskOff + MaskTable<kTileKeys>::kBytes + 1024;
+  static constexpr int kSmemBytes = kHeadOff + 16 * kStages + 1024;
 };
 
 // Everything a launch needs, passed by value (__grid_constant__: tensor maps
@@ -84,11 +85,15 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
       unsigned char* sk = smem + S::kQBytes + stage * S::kKVBytes;
       unsigned char* sv = smem + S::kQBytes + (S::kStages + stage) * S::kKVBytes;
       mbar_wait(&bars.k_empty[stage], ring.phase ^ 1);
-      mbar_arrive_expect_tx(&bars.k_full[stage], S::kKVBytes);
-      if (it < kw.n_spatial) {
-        int j0[3];
+      int j0[3];
+      const bool spatial = it < kw.n_spatial;
+      if (spatial) {
         tiles.origin(a.geo, kw, j0);
         tiles.advance(kw);
+        put_tile_header(smem + S::kHeadOff + 16 * stage, a.geo, kw, j0);
+      }
+      mbar_arrive_expect_tx(&bars.k_full[stage], S::kKVBytes);  // also releases the header
+      if (spatial) {
         load_box<S::kPanels>(sk, &a.k, &bars.k_full[stage], hk * HD, p, bt, j0, w.b, S::kKVPanel);
         mbar_wait(&bars.v_empty[stage], ring.phase ^ 1);
         mbar_arrive_expect_tx(&bars.v_full[stage], S::kKVBytes);
@@ -191,18 +196,15 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
       if (a.pingpong) turn_pass(cw);
     };
     float alpha[2];
-    TileCursor tiles;  // of step j in exps (called once per step, in order)
     // S_j -> exp2 of the scaled logits (in place) with the row max/sum
     // updated: runs while this consumer's own O += P V MMAs are in flight,
     // so it touches neither o nor pa.
-    auto exps = [&](float* s, int j) {
+    // hd: the step's tile header (read before its K stage is released).
+    auto exps = [&](float* s, int j, int4 hd) {
       // Mask: only KV tiles not inside every row's window, only the axes along which they stick out.
       if (j < kw.n_spatial) {
-        int j0[3];
-        tiles.origin(a.geo, kw, j0);
-        tiles.advance(kw);
-        const unsigned partial = partial_axes(a.geo, kw, j0);
-        if (partial) MaskTable<kTileKeys>::apply(s, mask_table, j0, win, partial, lane);
+        const int j0[3] = {hd.x, hd.y, hd.z};
+        if (hd.w) MaskTable<kTileKeys>::apply(s, mask_table, j0, win, unsigned(hd.w), lane);
       } else {
         const int left = int(p.n_additional) - (j - kw.n_spatial) * kTileKeys;
         if (left < kTileKeys)
@@ -267,6 +269,7 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
     {
       float s[NS];
       mbar_wait(&bars.k_full[cur.stage], cur.phase);
+      const int4 hd = get_tile_header(smem + S::kHeadOff + 16 * cur.stage);
       begin_turn();
       issue_qk(s);
       end_turn();
@@ -274,12 +277,13 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
       fence_regs<NS>(s);
       mbar_arrive(&bars.k_empty[cur.stage]);
       if (kw.n_total == 1) mbar_arrive(&bars.q_empty);  // last read of this tile's Q
-      exps(s, 0);
+      exps(s, 0, hd);
       finish(s);
     }
     for (int j = 1; j < kw.n_total; ++j) {
       float s[NS];
       mbar_wait(&bars.k_full[cur.stage], cur.phase);
+      const int4 hd = get_tile_header(smem + S::kHeadOff + 16 * cur.stage);
       mbar_wait(&bars.v_full[prv.stage], prv.phase);
       begin_turn();
       issue_qk(s);
@@ -290,7 +294,7 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
       fence_regs<NS>(s);
       mbar_arrive(&bars.k_empty[cur.stage]);
       if (j == kw.n_total - 1) mbar_arrive(&bars.q_empty);
-      exps(s, j);
+      exps(s, j, hd);
       wgmma_wait<0>();
       fence_regs<NO>(o);
       fence_regs<kTileKeys / 4>(&pa[0][0]);
