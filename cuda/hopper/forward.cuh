@@ -2,7 +2,8 @@
 //
 // A CTA runs three warpgroups. Warpgroup 0 is the producer: one thread
 // issues TMA box loads of the query tile and of every KV inner tile of its
-// neighborhood box into a ring of shared-memory stages, signalling mbarriers.
+// neighborhood box into a ring of shared-memory stages, signalling mbarriers,
+// and writes each stage's tile header (origin, mask axes: pipeline.cuh).
 // Warpgroups 1 and 2 are consumers, each owning 64 of the tile's 128 query
 // rows: S = Q K^T (wgmma, both operands in shared memory), mask only on KV
 // tiles not inside every row's window, online softmax in registers, then
