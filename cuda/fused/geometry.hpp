@@ -55,10 +55,10 @@ inline int64_t inside_tiles(int64_t e, int64_t k, int u) {
 
 // Inner tile of `total` tokens covering a box of extents e (windows of
 // extents k) with the least padding; among those, the one with the most
-// tiles inside every row's window (they skip the mask: a 2-D 80x80 window on
-// 8x16 blocks has 55% of its 8x16 tiles inside, 27% of its 4x32 tiles, and
-// the squarer tiles also fit the smaller boxes at the borders); then the
-// longer innermost (contiguous) extent.
+// tiles inside every row's window (they skip the mask: the box of an
+// interior 8x16 block with 80x80 windows has 55% of its 8x16 tiles inside,
+// 27% of its 4x32 tiles; the squarer tiles also fit the smaller boxes at the
+// borders); then the longer innermost (contiguous) extent.
 inline void inner_tile(const int64_t* e, const int64_t* k, int total, int* u) {
   const int lt = log2i(total);
   int64_t best = -1, best_inside = -1;
