@@ -277,20 +277,29 @@ struct KvWalk {
   int kb[3], ke[3], ib[3], ie[3], nk[3];
   int n_spatial, n_total;
   __device__ void init(const Params& p, const Geo& geo, const BlockTile& bt, int bk, bool inverse = false) {
+    IndexRange wf[3], wl[3];
 #pragma unroll
     for (int a = 0; a < 3; ++a) {
-      const IndexRange wf = inverse ? inverse_window_in_group(p.axis[a], bt.p0[a], bt.lg[a])
-                                    : window_in_group(p.axis[a], bt.p0[a], bt.lg[a]);
-      const IndexRange wl = inverse ? inverse_window_in_group(p.axis[a], bt.pend[a] - 1, bt.lg[a])
-                                    : window_in_group(p.axis[a], bt.pend[a] - 1, bt.lg[a]);
-      kb[a] = int(wf.begin);
-      ke[a] = int(wl.end);
-      ib[a] = int(wl.begin);
-      ie[a] = int(wf.end);
+      wf[a] = inverse ? inverse_window_in_group(p.axis[a], bt.p0[a], bt.lg[a])
+                      : window_in_group(p.axis[a], bt.p0[a], bt.lg[a]);
+      wl[a] = inverse ? inverse_window_in_group(p.axis[a], bt.pend[a] - 1, bt.lg[a])
+                      : window_in_group(p.axis[a], bt.pend[a] - 1, bt.lg[a]);
+    }
+    init_box(geo, wf, wl, inverse ? 0 : ceil_div(int(p.n_additional), bk));
+  }
+  // From the (inverse) windows wf, wl of the block's first and last valid
+  // positions per axis, and the number of additional-token tiles.
+  __device__ void init_box(const Geo& geo, const IndexRange* wf, const IndexRange* wl, int n_additional_tiles) {
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+      kb[a] = int(wf[a].begin);
+      ke[a] = int(wl[a].end);
+      ib[a] = int(wl[a].begin);
+      ie[a] = int(wf[a].end);
       nk[a] = max(0, ceil_div(ke[a] - kb[a], geo.u[a]));  // an inverse box can be empty
     }
     n_spatial = nk[0] * nk[1] * nk[2];
-    n_total = n_spatial + (inverse ? 0 : ceil_div(int(p.n_additional), bk));
+    n_total = n_spatial + n_additional_tiles;
   }
   // Origin of spatial inner tile `it`; returns whether it needs no mask.
   __device__ bool origin(const Geo& geo, int it, int* j0) const {

@@ -29,6 +29,7 @@ namespace nhood::hopper {
 template <class T, int HD> void launch_forward(const FwdArgs&, int, cudaStream_t);
 template <class T, int HD, bool KeyMajor> void launch_backward(const BwdArgs&, int, cudaStream_t);
 template <class T> void launch_stats(const Params&, float2*, cudaStream_t);
+void launch_inverse_windows(const Params&, int2*, cudaStream_t);
 
 namespace {
 
@@ -184,12 +185,20 @@ void backward(const Params& p, void* stream) {
   by_type(p, [&](auto tag, auto hd) {
     using T = decltype(tag);
     constexpr int HD = decltype(hd)::value;
-    cuda::Workspace stats(size_t(p.batch * p.tokens() * p.heads) * sizeof(float2), s);
-    launch_stats<T>(p, stats.as<float2>(), s);
+    // One allocation: the statistics per query row, then the inverse windows per axis position.
+    const size_t rows = size_t(p.batch * p.tokens() * p.heads);
+    cuda::Workspace scratch(rows * sizeof(float2) + size_t(p.axis[0].length + p.axis[1].length + p.axis[2].length) * sizeof(int2), s);
+    float2* stats = scratch.as<float2>();
+    int2* inverse = reinterpret_cast<int2*>(stats + rows);
+    launch_stats<T>(p, stats, s);
+    launch_inverse_windows(p, inverse, s);
     BwdArgs a{};
     a.p = p;
     a.geo = backward_geometry(p);
-    a.stats = stats.as<float2>();
+    a.stats = stats;
+    a.inverse[0] = inverse;
+    a.inverse[1] = inverse + p.axis[0].length;
+    a.inverse[2] = inverse + p.axis[0].length + p.axis[1].length;
     a.n_tiles = a.geo.n_spatial_blocks;
     // dQ: blocks of queries, ring over their keys; dK/dV: blocks of keys, ring over the queries attending them.
     run_pass<T, HD, false>(a, p.q, p.d_out, p.heads, p.k, p.v, p.heads_kv, s);

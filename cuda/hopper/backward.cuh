@@ -61,6 +61,12 @@ struct BwdArgs {
   Params p;
   Geo geo;                // t: block tile, u: ring tile
   const float2* stats;    // (lse * log2(e), rowsum(dO * O)) per query, [B, H, tokens] (stats.cuh)
+  // dK/dV pass: per axis, the inverse window (group positions [begin, end))
+  // of every token index along it (inverse_windows.cu, run before the
+  // passes): blocks and rows look them up instead of searching the window
+  // rule, whose ~24 inlined searches made the item setup 54 KB of code
+  // (docs/performance.md, hopper session 17).
+  const int2* inverse[3];
   int n_tiles;  // spatial block tiles of one (batch, head), all dilation groups
   int n_items;  // n_tiles * heads of the block operand * batch
   int heads;    // of the block operand: query heads (dQ), kv heads (dK/dV)
@@ -71,13 +77,30 @@ struct BwdBarriers {
   uint64_t ring_full[8], ring_empty[8];
 };
 
+// The inverse window of group position pos along axis ax in bt's dilation group.
+__device__ __forceinline__ IndexRange inverse_at(const BwdArgs& a, const BlockTile& bt, int ax, int pos) {
+  const int2 w = __ldg(a.inverse[ax] + bt.g[ax] + int64_t(a.p.axis[ax].dilation) * pos);
+  return {w.x, w.y};
+}
+
 // The ring tiles of a block: its (inverse-)neighborhood box, walked once per
 // query head of the kv head in the dK/dV pass.
 struct BwdWalk {
   KvWalk box;
   int steps;
-  __device__ BwdWalk(const Params& p, const Geo& geo, const BlockTile& bt, bool key_major) {
-    box.init(p, geo, bt, kBwdRingRows, key_major);
+  __device__ BwdWalk(const BwdArgs& a, const BlockTile& bt, bool key_major) {
+    const Params& p = a.p;
+    if (key_major) {
+      IndexRange first[3], last[3];
+#pragma unroll
+      for (int ax = 0; ax < 3; ++ax) {
+        first[ax] = inverse_at(a, bt, ax, bt.p0[ax]);
+        last[ax] = inverse_at(a, bt, ax, bt.pend[ax] - 1);
+      }
+      box.init_box(a.geo, first, last, 0);
+    } else {
+      box.init(p, a.geo, bt, kBwdRingRows);
+    }
     steps = box.n_spatial * (key_major ? int(p.heads / p.heads_kv) : 1);
   }
 };
@@ -92,7 +115,7 @@ __device__ void bwd_produce(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
   Ring<S::kStages> ring;
   uint32_t items_done = 0;
   for_each_item(p, a.geo, a.n_items, a.n_tiles, a.heads, [&](const Item& w, const BlockTile& bt) {
-    const BwdWalk wk(p, a.geo, bt, KeyMajor);
+    const BwdWalk wk(a, bt, KeyMajor);
     mbar_wait(&bars.blk_empty, (items_done & 1) ^ 1);
     mbar_arrive_expect_tx(&bars.blk_full, 2 * S::kBlockBytes);
     load_box<S::kPanels>(smem, &a.x, &bars.blk_full, w.h * HD, p, bt, bt.p0, w.b, S::kBlockPanel);
@@ -126,7 +149,7 @@ __device__ void bwd_stage_stats(const BwdArgs& a, unsigned char* smem, BwdBarrie
   float* stats = reinterpret_cast<float*>(smem + S::kStatOff);
   Ring<S::kStages> ring;
   for_each_item(p, a.geo, a.n_items, a.n_tiles, a.heads, [&](const Item& w, const BlockTile& bt) {
-    const BwdWalk wk(p, a.geo, bt, true);
+    const BwdWalk wk(a, bt, true);
     TileCursor tiles;
     for (int it = 0; it < wk.steps; ++it) {
       const int head = w.h * G + it / wk.box.n_spatial;
@@ -183,7 +206,7 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
   // compiler does not reuse their registers while a wgmma still reads them.
   uint32_t pds[KS][4] = {}, pp[KS][4] = {};
   for_each_item(p, a.geo, a.n_items, a.n_tiles, a.heads, [&](const Item& w, const BlockTile& bt) {
-    const BwdWalk wk(p, a.geo, bt, KeyMajor);
+    const BwdWalk wk(a, bt, KeyMajor);
 
     // This thread's two block rows: validity, position, and the range of
     // ring tokens they interact with per axis (window or inverse window).
@@ -197,8 +220,7 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
       for (int ax = 0; ax < 3; ++ax) {
         IndexRange wr{1, 0};
         if (valid[r])
-          wr = KeyMajor ? inverse_window_in_group(p.axis[ax], pos[r][ax], bt.lg[ax])
-                        : window_in_group(p.axis[ax], pos[r][ax], bt.lg[ax]);
+          wr = KeyMajor ? inverse_at(a, bt, ax, pos[r][ax]) : window_in_group(p.axis[ax], pos[r][ax], bt.lg[ax]);
         win[r][2 * ax] = int(wr.begin);
         win[r][2 * ax + 1] = int(wr.end);
       }

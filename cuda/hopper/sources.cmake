@@ -13,6 +13,7 @@ if(_nhood_hopper_arch)
   add_library(nhood_hopper OBJECT
     ${CMAKE_CURRENT_LIST_DIR}/backend.cu
     ${CMAKE_CURRENT_LIST_DIR}/tensor_maps.cu
+    ${CMAKE_CURRENT_LIST_DIR}/inverse_windows.cu
     ${_nhood_hopper_inst})
   set_target_properties(nhood_hopper PROPERTIES CUDA_ARCHITECTURES ${_nhood_hopper_arch} POSITION_INDEPENDENT_CODE ON)
   target_include_directories(nhood_hopper PRIVATE ${PROJECT_SOURCE_DIR}/include ${CUDAToolkit_INCLUDE_DIRS})

@@ -45,6 +45,9 @@ int main() {
       for (int32_t s : {1, 3, 16})
         for (bool causal : {false, true})
           if (s <= k) check_axis(lg, k, s, causal, 37);  // stride <= kernel (problem validation)
+  for (int32_t k : {2048, 2047})  // the 1-D anchor's kernel on its 32768-long axis
+    for (int32_t s : {1, 5})
+      for (bool causal : {false, true}) check_axis(32768, k, s, causal, 997);
   std::printf("%ld inverse windows checked, %ld failures\n", checked, failed);
   return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
