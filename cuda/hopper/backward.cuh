@@ -101,7 +101,7 @@ struct BwdWalk {
     } else {
       box.init(p, a.geo, bt, kBwdRingRows);
     }
-    steps = box.n_spatial * (key_major ? int(p.heads / p.heads_kv) : 1);
+    steps = box.n_spatial * (key_major ? int(a.geo.kv_group.d) : 1);
   }
 };
 
@@ -111,7 +111,7 @@ template <int HD, bool KeyMajor>
 __device__ void bwd_produce(const BwdArgs& a, unsigned char* smem, BwdBarriers& bars) {
   using S = BwdShape<HD, KeyMajor>;
   const Params& p = a.p;
-  const int G = int(p.heads / p.heads_kv);
+  const int G = int(a.geo.kv_group.d);
   Ring<S::kStages> ring;
   uint32_t items_done = 0;
   for_each_item(p, a.geo, a.n_items, a.n_tiles, a.heads, [&](const Item& w, const BlockTile& bt) {
@@ -145,7 +145,7 @@ template <int HD>
 __device__ void bwd_stage_stats(const BwdArgs& a, unsigned char* smem, BwdBarriers& bars, int lane) {
   using S = BwdShape<HD, true>;
   const Params& p = a.p;
-  const int G = int(p.heads / p.heads_kv);
+  const int G = int(a.geo.kv_group.d);
   float* stats = reinterpret_cast<float*>(smem + S::kStatOff);
   Ring<S::kStages> ring;
   for_each_item(p, a.geo, a.n_items, a.n_tiles, a.heads, [&](const Item& w, const BlockTile& bt) {

@@ -74,7 +74,7 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
   for_each_item(p, a.geo, a.n_items, a.n_tiles, int(a.p.heads), [&](const Item& w, const BlockTile& bt) {
     KvWalk kw;
     kw.init(p, a.geo, bt, kTileKeys);
-    const int hk = w.h / int(p.heads / p.heads_kv);
+    const int hk = a.geo.kv_group.div(w.h);
 
     mbar_wait(&bars.q_empty, (tiles_done & 1) ^ 1);
     mbar_arrive_expect_tx(&bars.q_full, S::kQBytes);

@@ -18,9 +18,9 @@ __global__ void inverse_window_kernel(const Params p, int2* table) {
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
     const int a = e < p.axis[0].length ? 0 : e < p.axis[0].length + p.axis[1].length ? 1 : 2;
     const AxisWindow w = a == 0 ? p.axis[0] : a == 1 ? p.axis[1] : p.axis[2];
-    const int64_t i = e - (a > 0 ? p.axis[0].length : 0) - (a > 1 ? p.axis[1].length : 0);
-    const int64_t g = w.dilation == 1 ? 0 : i % w.dilation;
-    const IndexRange r = inverse_window_in_group(w, w.dilation == 1 ? i : i / w.dilation, group_length(w, g));
+    const int i = int(e - (a > 0 ? p.axis[0].length : 0) - (a > 1 ? p.axis[1].length : 0));  // axes < 2^30
+    const int g = i % w.dilation;
+    const IndexRange r = inverse_window_in_group(w, i / w.dilation, group_length(w, g));
     table[e] = make_int2(int(r.begin), int(r.end));
   }
 }

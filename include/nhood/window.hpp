@@ -33,35 +33,49 @@ struct IndexRange {
 };
 
 namespace detail {
-NHOOD_HOST_DEVICE int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-NHOOD_HOST_DEVICE int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+template <class I>
+NHOOD_HOST_DEVICE I min_of(I a, I b) { return a < b ? a : b; }
+template <class I>
+NHOOD_HOST_DEVICE I max_of(I a, I b) { return a > b ? a : b; }
+NHOOD_HOST_DEVICE int64_t min64(int64_t a, int64_t b) { return min_of(a, b); }
+NHOOD_HOST_DEVICE int64_t max64(int64_t a, int64_t b) { return max_of(a, b); }
 }  // namespace detail
+
+// Index type I of the rule's arithmetic: int64_t on the host; int in the
+// box-tiled CUDA kernels, whose backends require axes shorter than 2^30 (so
+// every intermediate fits): a 64-bit division is a ~70-instruction call on
+// GPUs, and with it the per-row windows made most of those kernels'
+// per-work-item code (docs/performance.md, hopper session 18). Both
+// arguments must have the same type, so a mixed call does not compile.
 
 // Number of positions in dilation group g (tokens g, g+d, g+2d, ...).
 // Dilation and stride 1 are the common cases, skipped without dividing: on
 // GPUs a 64-bit division is a ~70-instruction routine, and kernels evaluate
 // windows per row (small-kernel problems spend much of a block's time here).
-NHOOD_HOST_DEVICE int64_t group_length(const AxisWindow& a, int64_t g) {
-  return a.dilation == 1 ? a.length - g : (a.length - g + a.dilation - 1) / a.dilation;
+template <class I>
+NHOOD_HOST_DEVICE I group_length(const AxisWindow& a, I g) {
+  const I n = I(a.length) - g;
+  return a.dilation == 1 ? n : (n + a.dilation - 1) / a.dilation;
 }
 
 // THE window rule. For a query at position p of a dilation group of length
 // lg, the keys it attends are the group positions [begin, end). Both begin
 // and end are non-decreasing in p; tiling code relies on that (the union of
 // windows of consecutive queries is one contiguous range).
-NHOOD_HOST_DEVICE IndexRange window_in_group(const AxisWindow& a, int64_t p, int64_t lg) {
-  const int64_t k = a.kernel;
-  const int64_t s = a.stride;
-  const int64_t first = s == 1 ? p : (p / s) * s;  // first position of p's stride group
+template <class I>
+NHOOD_HOST_DEVICE IndexRange window_in_group(const AxisWindow& a, I p, I lg) {
+  const I k = a.kernel;
+  const I s = a.stride;
+  const I first = s == 1 ? p : (p / s) * s;  // first position of p's stride group
   if (a.causal) {
-    const int64_t leader = detail::min64(first + s - 1, lg - 1);
-    const int64_t begin = detail::max64(leader - k + 1, 0);
-    return {begin, detail::min64(p + 1, lg)};
+    const I leader = detail::min_of<I>(first + s - 1, lg - 1);
+    const I begin = detail::max_of<I>(leader - k + 1, 0);
+    return {begin, detail::min_of<I>(p + 1, lg)};
   }
-  const int64_t left = k / 2;
-  const int64_t right = k - 1 - left;
-  const int64_t leader = detail::min64(first + s / 2, lg - 1);
-  int64_t begin = detail::max64(leader - left, 0);
+  const I left = k / 2;
+  const I right = k - 1 - left;
+  const I leader = detail::min_of<I>(first + s / 2, lg - 1);
+  I begin = detail::max_of<I>(leader - left, 0);
   // Windows never shrink at the far border: they shift inward.
   if (leader + right >= lg) begin += lg - right - leader - 1;
   return {begin, begin + k};
@@ -84,18 +98,19 @@ NHOOD_HOST_DEVICE AxisNeighborhood token_window(const AxisWindow& a, int64_t i) 
 // The queries of one dilation group that attend key position j of that group:
 // a contiguous range of group positions, because window begin/end are
 // monotone in the query position. Found by binary search over the rule.
-NHOOD_HOST_DEVICE IndexRange inverse_window_in_group(const AxisWindow& a, int64_t j, int64_t lg) {
+template <class I>
+NHOOD_HOST_DEVICE IndexRange inverse_window_in_group(const AxisWindow& a, I j, I lg) {
   // first p with window end > j
-  int64_t lo = 0, hi = lg;
+  I lo = 0, hi = lg;
   while (lo < hi) {
-    const int64_t mid = (lo + hi) / 2;
+    const I mid = (lo + hi) / 2;
     if (window_in_group(a, mid, lg).end > j) hi = mid; else lo = mid + 1;
   }
-  const int64_t first = lo;
+  const I first = lo;
   // first p with window begin > j
   hi = lg;
   while (lo < hi) {
-    const int64_t mid = (lo + hi) / 2;
+    const I mid = (lo + hi) / 2;
     if (window_in_group(a, mid, lg).begin > j) hi = mid; else lo = mid + 1;
   }
   return {first, lo};
