@@ -28,13 +28,16 @@ inline void row_shifts(const int* shape, int* sh) {
 inline int64_t group_len_max(const AxisWindow& a) { return (a.length + a.dilation - 1) / a.dilation; }
 
 // Block tile: 64 tokens as a box, doubling the axis whose neighborhood box
-// grows least (relative to its kernel), never past the group length.
-inline void block_tile(const Params& p, int total, int* t) {
+// grows least (relative to its kernel), never past the group length. Ties go
+// to the innermost axis, or with `slow_ties` to the outermost (for the hopper
+// backward, which picks between the two: half_block_tiles below).
+inline void block_tile(const Params& p, int total, int* t, bool slow_ties = false) {
   t[0] = t[1] = t[2] = 1;
   for (int step = 0; step < log2i(total); ++step) {
     int best = -1;
     double best_growth = 0;
-    for (int a = 2; a >= 0; --a) {
+    for (int i = 0; i < 3; ++i) {
+      const int a = slow_ties ? i : 2 - i;
       if (2 * t[a] > next_pow2(group_len_max(p.axis[a]))) continue;
       const double k = p.axis[a].kernel;
       const double growth = (k + 2.0 * t[a] - 1) / (k + t[a] - 1);
@@ -98,9 +101,9 @@ inline bool vec_ok(const TokenOperand& o) {
 }
 
 // inner_total: keys per inner tile (forward/dQ) or queries (dK/dV).
-inline Geo make_geo(const Params& p, int block_total, int inner_total, bool backward_ops) {
+inline Geo make_geo(const Params& p, int block_total, int inner_total, bool backward_ops, bool slow_ties = false) {
   Geo g{};
-  block_tile(p, block_total, g.t);
+  block_tile(p, block_total, g.t, slow_ties);
   int64_t e[3], k[3];
   for (int a = 0; a < 3; ++a) {
     e[a] = std::min<int64_t>(p.axis[a].kernel + g.t[a] - 1, group_len_max(p.axis[a]));
@@ -127,6 +130,32 @@ inline Geo make_geo(const Params& p, int block_total, int inner_total, bool back
   if (backward_ops) g.vec = g.vec && vec_ok(p.d_out);
   g.delta = nullptr;
   return g;
+}
+
+// Ring tiles an interior block's half needs (the more of its two halves):
+// the hopper backward's consumers each own half of the block's rows, split
+// along the slowest axis of the block tile, and skip the tiles outside their
+// half's windows. E.g. 2-D 80x80 windows: a 16x8 block's halves need 121 of
+// its 132 8x8 tiles, an 8x16 block's (4x16 tiles) 126 of 132.
+inline int64_t half_block_tiles(const Params& p, const Geo& g) {
+  int split = 0;
+  while (split < 2 && g.t[split] == 1) ++split;
+  int64_t need = 1;
+  for (int a = 0; a < 3; ++a) {
+    const int64_t k = p.axis[a].kernel;
+    const int64_t e = std::min<int64_t>(k + g.t[a] - 1, group_len_max(p.axis[a]));
+    const int64_t n = (e + g.u[a] - 1) / g.u[a];
+    int64_t most = n;
+    if (a == split && g.t[a] > 1) {
+      most = 0;
+      for (int h = 0; h < 2; ++h) {  // the half's windows cover [lo, lo + k + t/2 - 1) of the box
+        const int64_t lo = h * g.t[a] / 2, hi = std::min(e, lo + k + g.t[a] / 2 - 1);
+        most = std::max(most, (hi + g.u[a] - 1) / g.u[a] - lo / g.u[a]);
+      }
+    }
+    need *= most;
+  }
+  return need;
 }
 
 // Extent bound along axis a of the union of the windows of n consecutive
