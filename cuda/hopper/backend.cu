@@ -72,9 +72,10 @@ Geo geometry(const Params& p) { return fused::make_geo(p, kTileRows, kTileKeys, 
 // Backward: block tiles of 128 tokens (queries or keys), ring tiles of 64;
 // of the two tie-breaks of the block tile, the one whose halves (one per
 // consumer) need fewer ring tiles (backward.cuh: consumers skip the others).
-// (Same-lease A/B: the 16x8 block of the 2-D anchor, 8x8 ring tiles, made
-// its dK/dV pass 24.8 -> 22.4 ms; on 3-D, a tie, the 4x8x4 block was 4-6%
-// slower than 4x4x8 without the skipping. docs/performance.md, session 18.)
+// (Same-lease A/B: the 16x8 block of the 2-D anchor, 8x8 ring tiles, took
+// its dK/dV pass 24.8 -> 22.8 ms by itself; on 3-D, a tie, the 4x8x4 block
+// was 4-6% slower than 4x4x8 without the skipping. docs/performance.md,
+// hopper session 18.)
 Geo backward_geometry(const Params& p) {
   const Geo inner_ties = fused::make_geo(p, kBwdBlockRows, kBwdRingRows, true);
   const Geo outer_ties = fused::make_geo(p, kBwdBlockRows, kBwdRingRows, true, true);
