@@ -26,6 +26,8 @@ inline void row_shifts(const int* shape, int* sh) {
   sh[2] = 0, sh[1] = log2i(shape[2]), sh[0] = log2i(shape[2] * shape[1]);
 }
 inline int64_t group_len_max(const AxisWindow& a) { return (a.length + a.dilation - 1) / a.dilation; }
+// Extent along axis a of the neighborhood box of a block tile t[a] long.
+inline int64_t box_extent(const AxisWindow& a, int t) { return std::min<int64_t>(a.kernel + t - 1, group_len_max(a)); }
 
 // Block tile: 64 tokens as a box, doubling the axis whose neighborhood box
 // grows least (relative to its kernel), never past the group length. Ties go
@@ -106,7 +108,7 @@ inline Geo make_geo(const Params& p, int block_total, int inner_total, bool back
   block_tile(p, block_total, g.t, slow_ties);
   int64_t e[3], k[3];
   for (int a = 0; a < 3; ++a) {
-    e[a] = std::min<int64_t>(p.axis[a].kernel + g.t[a] - 1, group_len_max(p.axis[a]));
+    e[a] = box_extent(p.axis[a], g.t[a]);
     k[a] = p.axis[a].kernel;
   }
   inner_tile(e, k, inner_total, g.u);
@@ -143,7 +145,7 @@ inline int64_t half_block_tiles(const Params& p, const Geo& g) {
   int64_t need = 1;
   for (int a = 0; a < 3; ++a) {
     const int64_t k = p.axis[a].kernel;
-    const int64_t e = std::min<int64_t>(k + g.t[a] - 1, group_len_max(p.axis[a]));
+    const int64_t e = box_extent(p.axis[a], g.t[a]);
     const int64_t n = (e + g.u[a] - 1) / g.u[a];
     int64_t most = n;
     if (a == split && g.t[a] > 1) {

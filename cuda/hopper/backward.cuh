@@ -239,17 +239,16 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
     // The ring positions this consumer's rows interact with, per axis: from
     // the (inverse) windows of its first and last rows (windows are monotone;
     // row 64 cw has every axis's least position of the half, 64 cw + 63 the
-    // greatest). `any`: the half holds valid rows.
-    int own_lo[3], own_hi[3];
-    bool any = true;
+    // greatest). `any`: the half holds valid rows (its first row is valid).
+    int own_lo[3], own_hi[3], first[3], last[3];
+    const bool any = bt.pos(a.geo, 64 * cw, first);
+    bt.pos(a.geo, 64 * cw + 63, last);
 #pragma unroll
     for (int ax = 0; ax < 3; ++ax) {
-      const int first = bt.p0[ax] + (((64 * cw) >> a.geo.tsh[ax]) & (a.geo.t[ax] - 1));
-      const int last = min(bt.p0[ax] + (((64 * cw + 63) >> a.geo.tsh[ax]) & (a.geo.t[ax] - 1)), bt.pend[ax] - 1);
-      any = any && first <= last;
-      const int f = min(first, last);
+      const int l = min(last[ax], bt.pend[ax] - 1);
+      const int f = min(first[ax], l);
       const IndexRange wf = KeyMajor ? inverse_at(a, bt, ax, f) : window_in_group(p.axis[ax], f, bt.lg[ax]);
-      const IndexRange wl = KeyMajor ? inverse_at(a, bt, ax, last) : window_in_group(p.axis[ax], last, bt.lg[ax]);
+      const IndexRange wl = KeyMajor ? inverse_at(a, bt, ax, l) : window_in_group(p.axis[ax], l, bt.lg[ax]);
       own_lo[ax] = int(wf.begin);
       own_hi[ax] = int(wl.end);
     }
