@@ -31,16 +31,16 @@ void launch_backward(const BwdArgs& args, int grid, cudaStream_t stream) {
 template <class T>
 void launch_stats(const Params& p, float2* stats, cudaStream_t stream) {
   const int64_t rows = p.batch * p.tokens() * p.heads;
-  const int64_t blocks = (rows * 32 + 255) / 256;
-  auto paired = [&](const detail::Operand& o) {
-    return o.sd == 1 && reinterpret_cast<uintptr_t>(o.data) % 4 == 0 && (o.sb | o.sx | o.sy | o.sz | o.sh) % 2 == 0;
+  const int64_t blocks = (rows * kStatLanes + 255) / 256;
+  auto vec16 = [&](const detail::Operand& o) {
+    return o.sd == 1 && reinterpret_cast<uintptr_t>(o.data) % 16 == 0 && (o.sb | o.sx | o.sy | o.sz | o.sh) % 8 == 0;
   };
-  const bool pairs = paired(p.out) && paired(p.d_out) && p.head_dim_v % 2 == 0;
+  const bool vec = vec16(p.out) && vec16(p.d_out) && p.head_dim_v % 8 == 0;
   const unsigned grid = unsigned(blocks < 65536 ? blocks : 65536);
-  if (rows < (int64_t(1) << 31) - int64_t(grid) * 8)  // no overflow in the grid-stride step either
-    stats_kernel<T, int32_t><<<grid, 256, 0, stream>>>(p, stats, pairs);
+  if (rows < (int64_t(1) << 31) - int64_t(grid) * (256 / kStatLanes))  // no overflow in the grid-stride step either
+    stats_kernel<T, int32_t><<<grid, 256, 0, stream>>>(p, stats, vec);
   else
-    stats_kernel<T, int64_t><<<grid, 256, 0, stream>>>(p, stats, pairs);
+    stats_kernel<T, int64_t><<<grid, 256, 0, stream>>>(p, stats, vec);
   NHOOD_CUDA_CHECK_LAUNCH("hopper backward statistics");
 }
 
