@@ -9,6 +9,7 @@ neighbouring block of the cache. Covers every rank and feature, each dtype.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -50,9 +51,14 @@ def main(backend: str) -> None:
             w = dict(kernel_size=kernel, stride=stride, dilation=dilation, is_causal=causal, backend=backend)
             rank = len(spatial)
             out, lse = fwd[rank](q, k, v, additional_keys=ak, additional_values=av, return_lse=True, **w)
-            grads = bwd[rank](q, k, v, out, lse, torch.randn_like(out), additional_keys=ak, additional_values=av, **w)
-            torch.cuda.synchronize()
-            assert all(torch.isfinite(g).all() for g in (out, lse, *grads))
+            # Both backward modes: hopper's single pass (dQ by TMA reductions; forced, these problems are
+            # below its size heuristic) and its deterministic passes.
+            for deterministic in (False, True) if tensor_core else (False,):
+                os.environ["NHOOD_HOPPER_SINGLE_PASS"] = "1"
+                grads = bwd[rank](q, k, v, out, lse, torch.randn_like(out), additional_keys=ak, additional_values=av,
+                                  deterministic=deterministic, **w)
+                torch.cuda.synchronize()
+                assert all(torch.isfinite(g).all() for g in (out, lse, *grads))
     print(f"memcheck cases ran: backend={backend}, {len(cases) * len(dtypes)} problems forward+backward")
 
 

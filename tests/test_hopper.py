@@ -64,9 +64,18 @@ def problem(case, seed, batch=2):
     return arrays, win
 
 
+# The backward's paths: the single pass that sums dQ by float32 TMA
+# reductions (forced: these problems are below its size heuristic), the two
+# passes the heuristic picks otherwise, and deterministic (always two passes).
+BACKWARD_MODES = {"single": ("1", False), "two": ("0", False), "deterministic": ("1", True)}
+
+
+@pytest.mark.parametrize("mode", sorted(BACKWARD_MODES))
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_hopper_matches_reference(case, dtype):
+def test_hopper_matches_reference(case, dtype, mode, monkeypatch):
+    single, deterministic = BACKWARD_MODES[mode]
+    monkeypatch.setenv("NHOOD_HOPPER_SINGLE_PASS", single)
     arrays, win = problem(case, seed=sum(map(ord, case)))
     rank = len(win["kernel_size"])
     q, k, v, ak, av, do = (dev(arrays[n], dtype) for n in ("q", "k", "v", "ak", "av", "do"))
@@ -77,7 +86,8 @@ def test_hopper_matches_reference(case, dtype):
     ref_out, ref_lse = ref.forward(rq, rk, rv, **win, additional_keys=rak, additional_values=rav)
     assert rel_err(host(out), ref_out) <= TOL
     assert rel_err(host(lse), ref_lse) <= TOL
-    grads = NA_BWD[rank](q, k, v, out, lse, do, **win, additional_keys=ak, additional_values=av, backend="hopper")
+    grads = NA_BWD[rank](q, k, v, out, lse, do, **win, additional_keys=ak, additional_values=av, backend="hopper",
+                         deterministic=deterministic)
     refs = ref.backward(rq, rk, rv, rdo, **win, additional_keys=rak, additional_values=rav)
     for name, g, r in zip(("dq", "dk", "dv", "d_add_k", "d_add_v"), grads, refs):
         assert rel_err(host(g), r) <= 2 * TOL, name
@@ -96,27 +106,37 @@ def test_hopper_many_tiles_matches_fused(dim):
         assert err <= 5e-3
 
 
+@pytest.mark.parametrize("mode", sorted(BACKWARD_MODES))
 @pytest.mark.parametrize("dim", [64, 128])
-def test_hopper_backward_many_tiles_matches_fused(dim):
-    """The sm_90a backward kernels (dQ pass and dK/dV pass) on more work
-    items than SMs, GQA (the dK/dV pass walks every query head of a kv
-    head), causal and strided windows, against the fused backward; repeated
-    calls are bit-identical (no atomics)."""
+def test_hopper_backward_many_tiles_matches_fused(dim, mode, monkeypatch):
+    """The sm_90a backward kernels (the single pass with dQ reductions, or the
+    deterministic dQ and dK/dV passes) on more work items than SMs, GQA (the
+    dK/dV pass walks every query head of a kv head), causal and strided
+    windows, against the fused backward; with `deterministic`, repeated calls
+    are bit-identical (no atomics)."""
+    single, deterministic = BACKWARD_MODES[mode]
+    monkeypatch.setenv("NHOOD_HOPPER_SINGLE_PASS", single)
     g = torch.Generator(device="cuda").manual_seed(100 + dim)
     q, do = (torch.randn(2, 64, 80, 8, dim, device="cuda", generator=g).half() for _ in range(2))
     k, v = (torch.randn(2, 64, 80, 2, dim, device="cuda", generator=g).half() for _ in range(2))
     for win in (dict(kernel_size=(13, 17)), dict(kernel_size=(31, 9), is_causal=(True, False)),
                 dict(kernel_size=(9, 12), stride=(3, 4), dilation=(1, 2))):
         out, lse = nhood.na2d(q, k, v, **win, return_lse=True, backend="hopper")
-        got = nhood.na2d_backward(q, k, v, out, lse, do, **win, backend="hopper")
+        got = nhood.na2d_backward(q, k, v, out, lse, do, **win, backend="hopper", deterministic=deterministic)
         want = nhood.na2d_backward(q, k, v, out, lse, do, **win, backend="fused")
         for name, x, w in zip(("dq", "dk", "dv"), got, want):
             err = ((x.float() - w.float()).abs().max() / w.float().abs().max()).item()
             assert err <= 1e-2, (name, win, err)
         # A different accumulation order than fused: the hopper kernels ran, not the fallback.
         assert not all(torch.equal(x, w) for x, w in zip(got, want)), win
-        again = nhood.na2d_backward(q, k, v, out, lse, do, **win, backend="hopper")
-        assert all(torch.equal(x, y) for x, y in zip(got, again)), win
+        if deterministic:
+            again = nhood.na2d_backward(q, k, v, out, lse, do, **win, backend="hopper", deterministic=True)
+            assert all(torch.equal(x, y) for x, y in zip(got, again)), win
+        if mode == "single":  # the knob took effect: dQ summed in another order than the two passes'
+            monkeypatch.setenv("NHOOD_HOPPER_SINGLE_PASS", "0")
+            two = nhood.na2d_backward(q, k, v, out, lse, do, **win, backend="hopper")
+            monkeypatch.setenv("NHOOD_HOPPER_SINGLE_PASS", "1")
+            assert not torch.equal(got[0], two[0]), win
 
 
 def test_hopper_packed_qkv_views():

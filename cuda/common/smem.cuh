@@ -1,4 +1,4 @@
-// Shared-memory addressing and loads through explicit ld.shared (through a
+// Shared-memory addressing, loads and stores through explicit ld/st.shared (through a
 // generic pointer the compiler emits LD.E, which also checks global space).
 #pragma once
 
@@ -26,6 +26,10 @@ __device__ __forceinline__ float2 lds64f(const void* p) {
   float2 v;
   asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];" : "=f"(v.x), "=f"(v.y) : "r"(smem_addr(p)));
   return v;
+}
+
+__device__ __forceinline__ void sts64f(void* p, float x, float y) {
+  asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(smem_addr(p)), "f"(x), "f"(y) : "memory");
 }
 
 }  // namespace nhood

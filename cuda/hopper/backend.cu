@@ -1,10 +1,12 @@
 // The `hopper` backend row: support checks, tensor maps, persistent grid
 // size and the (dtype, head dim) switch. Kernels: forward.cuh, backward.cuh.
 //
-// Backward runs the sm_90a kernels (a statistics pass, then the dQ and
-// dK/dV passes) where they apply and the fused
-// backend's mma.sync kernels otherwise (additional KV tokens, layouts TMA
-// cannot read), so training through backend="hopper" always works.
+// Backward runs the sm_90a kernels where they apply: a statistics pass, then
+// one dK/dV pass that also sums dQ through float32 TMA reductions (5 GEMMs
+// per step), or, with `deterministic`, a dQ pass and a dK/dV pass (7 GEMMs,
+// no atomics). The fused backend's mma.sync kernels run the rest (additional
+// KV tokens, layouts TMA cannot read), so training through backend="hopper"
+// always works.
 #include <cuda_runtime.h>
 
 #include <cstdlib>
@@ -27,8 +29,10 @@ BackendEntry fused_backend();
 namespace nhood::hopper {
 
 template <class T, int HD> void launch_forward(const FwdArgs&, int, cudaStream_t);
-template <class T, int HD, bool KeyMajor> void launch_backward(const BwdArgs&, int, cudaStream_t);
+template <class T, int HD, bool KeyMajor, bool FuseDq = false>
+void launch_backward(const BwdArgs&, int, cudaStream_t);
 template <class T> void launch_stats(const Params&, float2*, cudaStream_t);
+template <class T> void launch_dq_from_accum(const Params&, const float*, cudaStream_t);
 void launch_inverse_windows(const Params&, int2*, cudaStream_t);
 
 namespace {
@@ -36,6 +40,7 @@ namespace {
 struct DeviceInfo {
   bool sm90 = false;
   int sms = 0;
+  int64_t l2_bytes = 0;
 };
 
 const DeviceInfo& device_info(int index) {
@@ -44,14 +49,15 @@ const DeviceInfo& device_info(int index) {
   static const DeviceInfo none{};
   if (index < 0 || index >= 64) return none;
   if (!known[index]) {
-    int major = 0, minor = 0, sms = 0;
+    int major = 0, minor = 0, sms = 0, l2 = 0;
     if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, index) != cudaSuccess ||
         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, index) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, index) != cudaSuccess) {
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, index) != cudaSuccess ||
+        cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, index) != cudaSuccess) {
       cudaGetLastError();
       return none;
     }
-    cache[index] = {major == 9 && minor == 0, sms};  // sm_90a code runs on exactly 9.0
+    cache[index] = {major == 9 && minor == 0, sms, l2};  // sm_90a code runs on exactly 9.0
     known[index] = true;
   }
   return cache[index];
@@ -80,6 +86,35 @@ Geo backward_geometry(const Params& p) {
   const Geo inner_ties = fused::make_geo(p, kBwdBlockRows, kBwdRingRows, true);
   const Geo outer_ties = fused::make_geo(p, kBwdBlockRows, kBwdRingRows, true, true);
   return fused::half_block_tiles(p, outer_ties) < fused::half_block_tiles(p, inner_ties) ? outer_ties : inner_ties;
+}
+
+// Bytes of the dQ accumulator that the single backward pass's concurrently
+// running work items reduce into: the query box of `sms` consecutive block
+// tiles (tiles vary fastest along z, then y, then x, then heads).
+int64_t reduction_working_set(const Params& p, const Geo& g, int sms) {
+  int64_t rows = sms, tokens = 1;  // rows: tiles still to place, in units of the axis being filled
+  for (int a = 2; a >= 0; --a) {
+    const int64_t n = int64_t(p.axis[a].dilation) * g.tpg_div[a].d;  // block tiles along a
+    const int64_t span = std::min(rows, n) * g.t[a] * p.axis[a].dilation;
+    tokens *= std::min<int64_t>(span + (p.axis[a].kernel - 1) * p.axis[a].dilation, p.axis[a].length);
+    rows = (rows + n - 1) / n;
+  }
+  return tokens * std::min<int64_t>(rows, p.heads) * p.head_dim * int64_t(sizeof(float));
+}
+
+// The single backward pass (dQ by float32 TMA reductions: 5 GEMMs per step
+// instead of 7) pays where its reductions stay in L2 and the grid has many
+// items per SM. Measured on the H100 anchors (docs/performance.md, hopper
+// session 19): 2-D (21 MB of reductions in flight, 93 items per SM) -5%
+// backward; 3-D (49 MB) +28%: the reductions miss L2; 1-D (2 items per SM):
+// the pass itself only breaks even, so clearing and converting the
+// accumulator make it a loss.
+bool single_pass_pays(const Params& p, const Geo& g, int64_t n_items) {
+  // Test and measurement knob, read per call: NHOOD_HOPPER_SINGLE_PASS=1 forces the single pass, =0 the two passes.
+  if (const char* env = std::getenv("NHOOD_HOPPER_SINGLE_PASS"); env && (env[0] == '0' || env[0] == '1'))
+    return env[0] == '1';
+  const DeviceInfo& d = device_info(p.device.index);
+  return n_items >= 4 * int64_t(d.sms) && 2 * reduction_working_set(p, g, d.sms) <= d.l2_bytes;
 }
 
 std::string common_unsupported(const Params& p) {
@@ -174,7 +209,7 @@ void forward(const Params& p, void* stream) {
 
 // One backward pass: block tiles of x and y (hb heads) against ring tiles
 // of xr and yr (hr heads) over the persistent grid.
-template <class T, int HD, bool KeyMajor>
+template <class T, int HD, bool KeyMajor, bool FuseDq = false>
 void run_pass(BwdArgs a, const detail::Operand& x, const detail::Operand& y, int64_t hb, const detail::Operand& xr,
               const detail::Operand& yr, int64_t hr, cudaStream_t s) {
   const Params& p = a.p;
@@ -184,7 +219,7 @@ void run_pass(BwdArgs a, const detail::Operand& x, const detail::Operand& y, int
   a.yr = token_tensor_map(yr, p, hr, HD, a.geo.u);
   a.heads = int(hb);
   a.n_items = int(int64_t(a.n_tiles) * hb * p.batch);
-  launch_backward<T, HD, KeyMajor>(a, std::min(a.n_items, device_info(p.device.index).sms), s);
+  launch_backward<T, HD, KeyMajor, FuseDq>(a, std::min(a.n_items, device_info(p.device.index).sms), s);
 }
 
 void backward(const Params& p, void* stream) {
@@ -195,24 +230,38 @@ void backward(const Params& p, void* stream) {
   by_type(p, [&](auto tag, auto hd) {
     using T = decltype(tag);
     constexpr int HD = decltype(hd)::value;
-    // One allocation: the statistics per query row, then the inverse windows per axis position.
+    // One allocation: the float32 dQ accumulator (single pass), the
+    // statistics per query row, then the inverse windows per axis position.
+    const Geo geo = backward_geometry(p);
+    const bool fuse_dq = !p.deterministic && single_pass_pays(p, geo, int64_t(geo.n_spatial_blocks) * p.heads_kv * p.batch);
     const size_t rows = size_t(p.batch * p.tokens() * p.heads);
-    cuda::Workspace scratch(rows * sizeof(float2) + size_t(p.axis[0].length + p.axis[1].length + p.axis[2].length) * sizeof(int2), s);
-    float2* stats = scratch.as<float2>();
+    const size_t acc_bytes = fuse_dq ? rows * HD * sizeof(float) : 0;
+    cuda::Workspace scratch(acc_bytes + rows * sizeof(float2) +
+                                size_t(p.axis[0].length + p.axis[1].length + p.axis[2].length) * sizeof(int2),
+                            s);
+    float* acc = scratch.as<float>();
+    float2* stats = reinterpret_cast<float2*>(scratch.as<unsigned char>() + acc_bytes);
     int2* inverse = reinterpret_cast<int2*>(stats + rows);
     launch_stats<T>(p, stats, s);
     launch_inverse_windows(p, inverse, s);
     BwdArgs a{};
     a.p = p;
-    a.geo = backward_geometry(p);
+    a.geo = geo;
     a.stats = stats;
     a.inverse[0] = inverse;
     a.inverse[1] = inverse + p.axis[0].length;
     a.inverse[2] = inverse + p.axis[0].length + p.axis[1].length;
     a.n_tiles = a.geo.n_spatial_blocks;
     // dQ: blocks of queries, ring over their keys; dK/dV: blocks of keys, ring over the queries attending them.
-    run_pass<T, HD, false>(a, p.q, p.d_out, p.heads, p.k, p.v, p.heads_kv, s);
-    run_pass<T, HD, true>(a, p.k, p.v, p.heads_kv, p.q, p.d_out, p.heads, s);
+    if (fuse_dq) {
+      NHOOD_CUDA_CHECK(cudaMemsetAsync(acc, 0, acc_bytes, s));
+      a.dq_acc = accum_tensor_map(acc, p, p.heads, HD, a.geo.u);
+      run_pass<T, HD, true, true>(a, p.k, p.v, p.heads_kv, p.q, p.d_out, p.heads, s);
+      launch_dq_from_accum<T>(p, acc, s);
+    } else {
+      run_pass<T, HD, false>(a, p.q, p.d_out, p.heads, p.k, p.v, p.heads_kv, s);
+      run_pass<T, HD, true>(a, p.k, p.v, p.heads_kv, p.q, p.d_out, p.heads, s);
+    }
   });
 }
 

@@ -16,7 +16,16 @@
 // lse and delta = rowsum(dO * O) (stats.cuh) are per column; a producer warp
 // stages them next to each Q/dO tile. Masks are the forward's (MaskTable)
 // with each row's window (dQ) or inverse window (dK/dV): exact, as windows
-// are monotone (window.hpp). No atomics, so the result is deterministic.
+// are monotone (window.hpp). Without atomics the two passes are deterministic.
+//
+// FuseDq (the single pass, 5 GEMMs per step instead of 7): the dK/dV pass
+// also computes each ring tile's dQ = dS K over the block's 128 keys. Both
+// consumers store their dS^T transposed into shared memory (two buffers,
+// one named barrier per step), each computes one 64-column panel of the
+// tile's dQ (head dim 64: the consumers take turns) and stages it in float32
+// for a TMA reduction (add) into a float32 accumulator, which dq_accum.cuh
+// then scales and converts. No skipping of ring tiles here: the consumers
+// meet at every step.
 //
 // Each consumer skips the ring tiles outside its own rows' windows (it only
 // releases their stages): its 64 rows are half of the block along the axis
@@ -42,17 +51,25 @@ constexpr int kBwdBlockRows = 128;  // block tile: two consumer warpgroups x 64 
 constexpr int kBwdRingRows = 64;    // tokens per streamed ring tile
 constexpr int kBwdThreads = 384;    // producer warpgroup + two consumers
 
-template <int HD, bool KeyMajor>
+template <int HD, bool KeyMajor, bool FuseDq = false>
 struct BwdShape {
   static constexpr int kPanels = HD / 64;  // 128-byte column panels per row
-  static constexpr int kStages = HD == 128 ? 4 : 8;
+  // FuseDq gives 64 KB of the ring to dS and the dQ staging tiles.
+  static constexpr int kStages = FuseDq ? (HD == 128 ? 3 : 6) : (HD == 128 ? 4 : 8);
   static constexpr int kBlockPanel = kBwdBlockRows * 128;
   static constexpr int kRingPanel = kBwdRingRows * 128;
   static constexpr int kBlockBytes = kPanels * kBlockPanel;  // X or Y
   static constexpr int kRingBytes = kPanels * kRingPanel;    // Xr or Yr of one stage
   static constexpr int kStatFloats = KeyMajor ? 2 * kBwdRingRows : 0;  // lse2, delta of one stage
   static constexpr int kRingOff = 2 * kBlockBytes;
-  static constexpr int kStatOff = kRingOff + 2 * kStages * kRingBytes;
+  // FuseDq: dS (queries x the block's 128 keys, K-major: one 64-key panel
+  // per consumer), two buffers; then one float32 64x64 dQ staging tile per
+  // consumer (two 32-column panels, the TMA reduction's box).
+  static constexpr int kDsPanel = 64 * 128;
+  static constexpr int kDsOff = kRingOff + 2 * kStages * kRingBytes;
+  static constexpr int kDqPanel = 64 * 128;
+  static constexpr int kDqStageOff = kDsOff + (FuseDq ? 2 * 2 * kDsPanel : 0);
+  static constexpr int kStatOff = kDqStageOff + (FuseDq ? 2 * 2 * kDqPanel : 0);
   static constexpr int kBarOff = kStatOff + kStages * kStatFloats * 4;
   static constexpr int kMaskOff = kBarOff + 256;  // MaskTable<kBwdRingRows>
   // +1024: the dynamic shared memory base is aligned up to the swizzle atom.
@@ -63,6 +80,7 @@ struct BwdArgs {
   // dQ pass: x = q, y = d_out (block, box geo.t), xr = k, yr = v (ring, box geo.u);
   // dK/dV pass: x = k, y = v, xr = q, yr = d_out.
   CUtensorMap x, y, xr, yr;
+  CUtensorMap dq_acc;     // FuseDq: the float32 dQ accumulator, ring-tile boxes of 32 columns
   Params p;
   Geo geo;                // t: block tile, u: ring tile
   const float2* stats;    // (lse * log2(e), rowsum(dO * O)) per query, [B, H, tokens] (stats.cuh)
@@ -112,9 +130,9 @@ struct BwdWalk {
 
 // Producer thread: the block's X and Y once per item, then Xr and Yr of
 // every ring tile.
-template <int HD, bool KeyMajor>
+template <int HD, bool KeyMajor, bool FuseDq>
 __device__ void bwd_produce(const BwdArgs& a, unsigned char* smem, BwdBarriers& bars) {
-  using S = BwdShape<HD, KeyMajor>;
+  using S = BwdShape<HD, KeyMajor, FuseDq>;
   const Params& p = a.p;
   const int G = int(a.geo.kv_group.d);
   Ring<S::kStages> ring;
@@ -146,9 +164,9 @@ __device__ void bwd_produce(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
 // dK/dV pass, one producer warp: lse (scaled to log2) and delta of the 64
 // queries of each ring tile into the stage's statistics slots; padding
 // queries get lse = +inf, so their P is 0.
-template <int HD>
+template <int HD, bool FuseDq>
 __device__ void bwd_stage_stats(const BwdArgs& a, unsigned char* smem, BwdBarriers& bars, int lane) {
-  using S = BwdShape<HD, true>;
+  using S = BwdShape<HD, true, FuseDq>;
   const Params& p = a.p;
   const int G = int(a.geo.kv_group.d);
   float* stats = reinterpret_cast<float*>(smem + S::kStatOff);
@@ -184,9 +202,10 @@ __device__ void bwd_stage_stats(const BwdArgs& a, unsigned char* smem, BwdBarrie
   });
 }
 
-template <class T, int HD, bool KeyMajor>
+template <class T, int HD, bool KeyMajor, bool FuseDq>
 __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& bars, int cw) {
-  using S = BwdShape<HD, KeyMajor>;
+  using S = BwdShape<HD, KeyMajor, FuseDq>;
+  using MmaQ = Mma<T, 64>;  // FuseDq: dQ, 64 ring queries x one 64-column panel
   using MmaS = Mma<T, kBwdRingRows>;  // S, dP: 64 block rows x 64 ring tokens
   using MmaA = Mma<T, HD>;            // accumulators: 64 block rows x HD
   constexpr int NS = MmaS::kRegs;
@@ -194,7 +213,7 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
   constexpr int KS = kBwdRingRows / 16;  // k-steps of the accumulating MMAs
   // Leave the accumulating MMAs in flight across the next step's S and dP
   // unless two HD-wide accumulators already fill the register file.
-  constexpr bool kOverlap = !(KeyMajor && HD == 128);
+  constexpr bool kOverlap = !(KeyMajor && (HD == 128 || FuseDq));
   const Params& p = a.p;
   const int t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
   const int row_in_wg = 16 * warp + lane / 4;  // and +8
@@ -204,6 +223,10 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
   const float* stats = reinterpret_cast<const float*>(smem + S::kStatOff);
   const uint32_t* mask_table = reinterpret_cast<const uint32_t*>(smem + S::kMaskOff);
   const float scale2 = float(p.scale) * fused::kLog2e;  // > 0 (support checks)
+  const uint32_t ds_base = smem_addr(smem + S::kDsOff);
+  unsigned char* dq_stage = smem + S::kDqStageOff + cw * 2 * S::kDqPanel;
+  const int G = int(a.geo.kv_group.d);
+  int ds_buf = 0;  // FuseDq: the dS buffer of this step (both consumers take every step together)
 
   Ring<S::kStages> cur, prv;
   uint32_t items_done = 0;
@@ -270,7 +293,8 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
       bool mine = any;
 #pragma unroll
       for (int ax = 0; ax < 3; ++ax) mine = mine && j0[ax] < own_hi[ax] && j0[ax] + a.geo.u[ax] > own_lo[ax];
-      if (!__all_sync(0xffffffffu, mine)) {  // (uniform: the same for the whole warpgroup)
+      // (FuseDq: the consumers meet at every step to share dS, so none skips.)
+      if (!FuseDq && !__all_sync(0xffffffffu, mine)) {  // (uniform: the same for the whole warpgroup)
         // Release in ring order: a run of skips longer than the ring must not wait on prv's own release.
         if (pending) {
           wgmma_wait<0>();
@@ -368,13 +392,68 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
       for (int kk = 0; kk < KS; ++kk)
         MmaA::rs(acc, pds[kk], xr_mn(kk * 16 * 128));  // dQ += dS K, dK += dS^T Q
       wgmma_commit();
+      // FuseDq: this ring tile's dQ = dS K over the block's 128 keys, one
+      // 64-column panel per consumer (head dim 128; at 64 the consumers take
+      // turns), summed into the float32 accumulator by a TMA reduction.
+      float dq[FuseDq ? MmaQ::kRegs : 1];
+      bool dq_mine = false;
+      int dq_panel = 0;
+      if constexpr (FuseDq) {
+        // dS^T (this consumer's keys x the ring queries) into its panel of
+        // dS, transposed: the dQ MMA's A operand, K-major over keys.
+        const uint32_t ds = ds_base + ds_buf * 2 * S::kDsPanel;
+#pragma unroll
+        for (int kk = 0; kk < KS; ++kk) {
+          const int m = lane >> 3, q = 16 * kk + 8 * (m >> 1) + (lane & 7), chunk = 2 * warp + (m & 1);
+          stsm4t(ds + cw * S::kDsPanel + q * 128 + ((chunk ^ (q & 7)) << 4), pds[kk]);
+        }
+        fence_proxy_async();
+        if (t == 0) bulk_wait_read();  // this consumer's staging tile has been read by its last reduction
+        named_bar_sync(1, 256);        // both dS panels written, both staging tiles free
+        dq_panel = HD == 128 ? (cw + ds_buf) & 1 : 0;
+        dq_mine = HD == 128 || __all_sync(0xffffffffu, ds_buf == cw);
+        if (dq_mine) {
+          const SmemDesc ds_k = smem_desc_sw128(ds, 16, 1024);
+          const SmemDesc blk_mn = smem_desc_sw128(smem_addr(smem) + dq_panel * S::kBlockPanel, S::kBlockPanel, 1024);
+          wgmma_fence();
+#pragma unroll
+          for (int kk = 0; kk < kBwdBlockRows / 16; ++kk)
+            MmaQ::template ss<true>(dq, ds_k((kk / 4) * S::kDsPanel + (kk % 4) * 32), blk_mn(kk * 16 * 128), kk > 0);
+          wgmma_commit();
+        }
+        ds_buf ^= 1;
+      }
       if constexpr (!kOverlap) {
         wgmma_wait<0>();
         fence_regs<NA>(acc);
         fence_regs<NA>(acc_v);
         fence_regs<4 * KS>(&pds[0][0]);
         fence_regs<4 * KS>(&pp[0][0]);
+        if constexpr (FuseDq) fence_regs<MmaQ::kRegs>(dq);
         mbar_arrive(&bars.ring_empty[cur.stage]);
+      }
+      if constexpr (FuseDq) {
+        if (dq_mine) {
+          // Stage (swizzled like the reduction's 128-byte box rows), then one thread reduces it into dQ.
+#pragma unroll
+          for (int i = 0; i < 8; ++i)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const int row = 16 * warp + (lane >> 2) + 8 * h, chunk = 2 * (i % 4) + ((lane & 3) >> 1);
+              sts64f(dq_stage + (i / 4) * S::kDqPanel + row * 128 + ((chunk ^ (row & 7)) << 4) + 8 * (lane & 1),
+                     dq[4 * i + 2 * h], dq[4 * i + 2 * h + 1]);
+            }
+          fence_proxy_async();
+          named_bar_sync(2 + cw, 128);
+          if (t == 0) {
+            const int head = w.h * G + j / wk.box.n_spatial;
+#pragma unroll
+            for (int c = 0; c < 2; ++c)
+              tma_reduce_add_5d(&a.dq_acc, dq_stage + c * S::kDqPanel, head * HD + 64 * dq_panel + 32 * c,
+                                coord(p, bt, 2, j0[2]), coord(p, bt, 1, j0[1]), coord(p, bt, 0, j0[0]), w.b);
+            bulk_commit();
+          }
+        }
       }
       pending = kOverlap;
       prv = cur;
@@ -402,12 +481,13 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
     }
     ++items_done;
   });
+  if (FuseDq && t == 0) bulk_wait();  // the last reductions are done before the CTA's shared memory goes
 }
 
-template <class T, int HD, bool KeyMajor>
+template <class T, int HD, bool KeyMajor, bool FuseDq = false>
 __global__ void __launch_bounds__(kBwdThreads, 1) backward_kernel(const __grid_constant__ BwdArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using S = BwdShape<HD, KeyMajor>;
+  using S = BwdShape<HD, KeyMajor, FuseDq>;
   extern __shared__ unsigned char smem_raw[];
   unsigned char* smem =
       reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
@@ -438,13 +518,14 @@ __global__ void __launch_bounds__(kBwdThreads, 1) backward_kernel(const __grid_c
       tma_prefetch_map(&a.y);
       tma_prefetch_map(&a.xr);
       tma_prefetch_map(&a.yr);
-      bwd_produce<HD, KeyMajor>(a, smem, bars);
+      if (FuseDq) tma_prefetch_map(&a.dq_acc);
+      bwd_produce<HD, KeyMajor, FuseDq>(a, smem, bars);
     } else if (KeyMajor && warp_in_wg == 1) {
-      bwd_stage_stats<HD>(a, smem, bars, threadIdx.x % 32);
+      bwd_stage_stats<HD, FuseDq>(a, smem, bars, threadIdx.x % 32);
     }
   } else {
     regs_alloc<240>();  // 128 x 24 + 256 x 240 = 64512: the dK/dV pass at head dim 128 needs them (fewer spills per step)
-    bwd_consume<T, HD, KeyMajor>(a, smem, bars, wg - 1);
+    bwd_consume<T, HD, KeyMajor, FuseDq>(a, smem, bars, wg - 1);
   }
 #endif
 }

@@ -4,8 +4,11 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
+
 #include "../common/check.cuh"
 #include "backward.cuh"
+#include "dq_accum.cuh"
 #include "forward.cuh"
 
 namespace nhood::hopper {
@@ -19,10 +22,10 @@ void launch_forward(const FwdArgs& args, int grid, cudaStream_t stream) {
   NHOOD_CUDA_CHECK_LAUNCH("hopper forward");
 }
 
-template <class T, int HD, bool KeyMajor>
+template <class T, int HD, bool KeyMajor, bool FuseDq = false>
 void launch_backward(const BwdArgs& args, int grid, cudaStream_t stream) {
-  constexpr int smem = BwdShape<HD, KeyMajor>::kSmemBytes;
-  auto kernel = backward_kernel<T, HD, KeyMajor>;
+  constexpr int smem = BwdShape<HD, KeyMajor, FuseDq>::kSmemBytes;
+  auto kernel = backward_kernel<T, HD, KeyMajor, FuseDq>;
   NHOOD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   kernel<<<grid, kBwdThreads, smem, stream>>>(args);
   NHOOD_CUDA_CHECK_LAUNCH("hopper backward");
@@ -44,9 +47,21 @@ void launch_stats(const Params& p, float2* stats, cudaStream_t stream) {
   NHOOD_CUDA_CHECK_LAUNCH("hopper backward statistics");
 }
 
+template <class T>
+void launch_dq_from_accum(const Params& p, const float* acc, cudaStream_t stream) {
+  const int64_t pairs = p.batch * p.tokens() * p.heads * (p.head_dim / 2);
+  const unsigned grid = unsigned(std::min<int64_t>((pairs + 255) / 256, 65536));
+  if (pairs < (int64_t(1) << 31) - int64_t(grid) * 256)  // no overflow in the grid-stride step either
+    dq_from_accum_kernel<T, int32_t><<<grid, 256, 0, stream>>>(p, acc);
+  else
+    dq_from_accum_kernel<T, int64_t><<<grid, 256, 0, stream>>>(p, acc);
+  NHOOD_CUDA_CHECK_LAUNCH("hopper backward dq from its accumulator");
+}
+
 #define NHOOD_HOPPER_INSTANTIATE(T, HD)                                               \
   template void launch_forward<T, HD>(const FwdArgs&, int, cudaStream_t);             \
   template void launch_backward<T, HD, false>(const BwdArgs&, int, cudaStream_t);     \
-  template void launch_backward<T, HD, true>(const BwdArgs&, int, cudaStream_t);
+  template void launch_backward<T, HD, true>(const BwdArgs&, int, cudaStream_t);          \
+  template void launch_backward<T, HD, true, true>(const BwdArgs&, int, cudaStream_t);
 
 }  // namespace nhood::hopper

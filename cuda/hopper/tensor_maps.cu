@@ -29,15 +29,14 @@ PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
 // A dimension of extent 1 is never stepped, so any stride describes it.
 bool stride_ok(int64_t elems, int64_t extent) { return extent == 1 || (elems > 0 && (elems * 2) % 16 == 0); }
 
-CUtensorMap encode(void* data, DType dtype, int rank, const cuuint64_t* size, const int64_t* elem_strides,
-                   const cuuint32_t* box, const cuuint32_t* traversal) {
+// type: a CU_TENSOR_MAP_DATA_TYPE of elem_bytes bytes.
+CUtensorMap encode(void* data, CUtensorMapDataType type, int elem_bytes, int rank, const cuuint64_t* size,
+                   const int64_t* elem_strides, const cuuint32_t* box, const cuuint32_t* traversal) {
   cuuint64_t strides[4];
-  for (int i = 1; i < rank; ++i) strides[i - 1] = size[i] == 1 ? 16 : cuuint64_t(elem_strides[i - 1] * 2);
+  for (int i = 1; i < rank; ++i) strides[i - 1] = size[i] == 1 ? 16 : cuuint64_t(elem_strides[i - 1] * elem_bytes);
   CUtensorMap map;
-  const CUresult r = encode_fn()(&map,
-                                 dtype == DType::float16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
-                                                         : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
-                                 cuuint32_t(rank), data, size, strides, box, traversal, CU_TENSOR_MAP_INTERLEAVE_NONE,
+  const CUresult r = encode_fn()(&map, type, cuuint32_t(rank), data, size, strides, box, traversal,
+                                 CU_TENSOR_MAP_INTERLEAVE_NONE,
                                  CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS)
@@ -67,16 +66,36 @@ std::string tensor_map_unsupported(const detail::TokenOperand& o, const detail::
   return {};
 }
 
-CUtensorMap token_tensor_map(const detail::Operand& o, const detail::Params& p, int64_t heads, int64_t dim,
-                             const int* box) {
+namespace {
+
+CUtensorMapDataType map_type(DType dtype) {
+  return dtype == DType::float16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+}
+
+// (H*D, Z, Y, X, B) with a box of `row` elements by box[] group positions.
+CUtensorMap grid_map(void* data, CUtensorMapDataType type, int elem_bytes, const int64_t* strides,
+                     const detail::Params& p, int64_t heads, int64_t dim, const int* box, int row) {
   const cuuint64_t size[5] = {cuuint64_t(heads * dim), cuuint64_t(p.axis[2].length), cuuint64_t(p.axis[1].length),
                               cuuint64_t(p.axis[0].length), cuuint64_t(p.batch)};
-  const int64_t strides[4] = {o.sz, o.sy, o.sx, o.sb};
-  const cuuint32_t boxd[5] = {64, cuuint32_t(box[2] * p.axis[2].dilation), cuuint32_t(box[1] * p.axis[1].dilation),
-                              cuuint32_t(box[0] * p.axis[0].dilation), 1};
+  const cuuint32_t boxd[5] = {cuuint32_t(row), cuuint32_t(box[2] * p.axis[2].dilation),
+                              cuuint32_t(box[1] * p.axis[1].dilation), cuuint32_t(box[0] * p.axis[0].dilation), 1};
   const cuuint32_t traversal[5] = {1, cuuint32_t(p.axis[2].dilation), cuuint32_t(p.axis[1].dilation),
                                    cuuint32_t(p.axis[0].dilation), 1};
-  return encode(o.data, p.dtype, 5, size, strides, boxd, traversal);
+  return encode(data, type, elem_bytes, 5, size, strides, boxd, traversal);
+}
+
+}  // namespace
+
+CUtensorMap token_tensor_map(const detail::Operand& o, const detail::Params& p, int64_t heads, int64_t dim,
+                             const int* box) {
+  const int64_t strides[4] = {o.sz, o.sy, o.sx, o.sb};
+  return grid_map(o.data, map_type(p.dtype), 2, strides, p, heads, dim, box, 64);
+}
+
+CUtensorMap accum_tensor_map(float* data, const detail::Params& p, int64_t heads, int64_t dim, const int* box) {
+  const int64_t sz = heads * dim, sy = sz * p.axis[2].length, sx = sy * p.axis[1].length, sb = sx * p.axis[0].length;
+  const int64_t strides[4] = {sz, sy, sx, sb};
+  return grid_map(data, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, strides, p, heads, dim, box, 32);
 }
 
 CUtensorMap extra_tensor_map(const detail::TokenOperand& o, const detail::Params& p, int64_t heads, int64_t dim,
@@ -85,7 +104,7 @@ CUtensorMap extra_tensor_map(const detail::TokenOperand& o, const detail::Params
   const int64_t strides[2] = {o.sn, o.sb};
   const cuuint32_t boxd[3] = {64, cuuint32_t(box_tokens), 1};
   const cuuint32_t traversal[3] = {1, 1, 1};
-  return encode(o.data, p.dtype, 3, size, strides, boxd, traversal);
+  return encode(o.data, map_type(p.dtype), 2, 3, size, strides, boxd, traversal);
 }
 
 }  // namespace nhood::hopper

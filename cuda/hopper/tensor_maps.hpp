@@ -26,6 +26,9 @@ std::string tensor_map_unsupported(const detail::TokenOperand& o, const detail::
 // box[a]: tokens per spatial axis a (x, y, z) in group positions.
 CUtensorMap token_tensor_map(const detail::Operand& o, const detail::Params& p, int64_t heads, int64_t dim,
                              const int* box);
+// A float32 [B, X, Y, Z, H, D] buffer (contiguous; the backward's dQ
+// accumulator) for TMA reductions: boxes of 32 elements (128 bytes) of a row.
+CUtensorMap accum_tensor_map(float* data, const detail::Params& p, int64_t heads, int64_t dim, const int* box);
 CUtensorMap extra_tensor_map(const detail::TokenOperand& o, const detail::Params& p, int64_t heads, int64_t dim,
                              int box_tokens);
 
