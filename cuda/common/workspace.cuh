@@ -7,6 +7,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <new>
 #include <utility>
 
 #include "check.cuh"
@@ -18,6 +19,14 @@ class Workspace {
   Workspace(size_t bytes, cudaStream_t stream) : stream_(stream) {
     if (bytes > 0) NHOOD_CUDA_CHECK(cudaMallocAsync(&data_, bytes, stream_));
   }
+  // Scratch a caller can do without: on failure (out of memory) data stays
+  // null, the error is cleared, and ok() is false.
+  Workspace(size_t bytes, cudaStream_t stream, std::nothrow_t) : stream_(stream) {
+    if (bytes > 0 && cudaMallocAsync(&data_, bytes, stream_) != cudaSuccess) {
+      data_ = nullptr;
+      cudaGetLastError();
+    }
+  }
   ~Workspace() {
     if (data_) cudaFreeAsync(data_, stream_);  // no throw in a destructor
   }
@@ -26,6 +35,7 @@ class Workspace {
 
   template <typename T>
   T* as() const { return static_cast<T*>(data_); }
+  bool ok() const { return data_ != nullptr; }
 
  private:
   void* data_ = nullptr;

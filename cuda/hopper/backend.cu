@@ -230,17 +230,19 @@ void backward(const Params& p, void* stream) {
   by_type(p, [&](auto tag, auto hd) {
     using T = decltype(tag);
     constexpr int HD = decltype(hd)::value;
-    // One allocation: the float32 dQ accumulator (single pass), the
-    // statistics per query row, then the inverse windows per axis position.
+    // The single pass's float32 dQ accumulator (where it pays and memory
+    // allows: without it the two passes run), then one allocation for the
+    // statistics per query row and the inverse windows per axis position.
     const Geo geo = backward_geometry(p);
-    const bool fuse_dq = !p.deterministic && single_pass_pays(p, geo, int64_t(geo.n_spatial_blocks) * p.heads_kv * p.batch);
     const size_t rows = size_t(p.batch * p.tokens() * p.heads);
-    const size_t acc_bytes = fuse_dq ? rows * HD * sizeof(float) : 0;
-    cuda::Workspace scratch(acc_bytes + rows * sizeof(float2) +
-                                size_t(p.axis[0].length + p.axis[1].length + p.axis[2].length) * sizeof(int2),
-                            s);
-    float* acc = scratch.as<float>();
-    float2* stats = reinterpret_cast<float2*>(scratch.as<unsigned char>() + acc_bytes);
+    const bool want_single =
+        !p.deterministic && single_pass_pays(p, geo, int64_t(geo.n_spatial_blocks) * p.heads_kv * p.batch);
+    const size_t acc_bytes = want_single ? rows * HD * sizeof(float) : 0;
+    cuda::Workspace accumulator(acc_bytes, s, std::nothrow);
+    const bool fuse_dq = accumulator.ok();
+    float* acc = accumulator.as<float>();
+    cuda::Workspace scratch(rows * sizeof(float2) + size_t(p.axis[0].length + p.axis[1].length + p.axis[2].length) * sizeof(int2), s);
+    float2* stats = scratch.as<float2>();
     int2* inverse = reinterpret_cast<int2*>(stats + rows);
     launch_stats<T>(p, stats, s);
     launch_inverse_windows(p, inverse, s);
