@@ -429,7 +429,8 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
         fence_regs<NA>(acc_v);
         fence_regs<4 * KS>(&pds[0][0]);
         fence_regs<4 * KS>(&pp[0][0]);
-        if constexpr (FuseDq) fence_regs<MmaQ::kRegs>(dq);
+        if constexpr (FuseDq)
+          if (dq_mine) fence_regs<MmaQ::kRegs>(dq);
         mbar_arrive(&bars.ring_empty[cur.stage]);
       }
       if constexpr (FuseDq) {
