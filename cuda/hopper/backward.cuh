@@ -24,8 +24,9 @@
 // one named barrier per step), each computes one 64-column panel of the
 // tile's dQ (head dim 64: the consumers take turns) and stages it in float32
 // for a TMA reduction (add) into a float32 accumulator, which dq_accum.cuh
-// then scales and converts. No skipping of ring tiles here: the consumers
-// meet at every step.
+// then scales and converts. The consumers meet at every step; one whose
+// rows need none of the tile (see below) skips its S, dP, dV and dK there
+// and contributes a zero dS panel.
 //
 // Each consumer skips the ring tiles outside its own rows' windows (it only
 // releases their stages): its 64 rows are half of the block along the axis
@@ -293,8 +294,11 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
       bool mine = any;
 #pragma unroll
       for (int ax = 0; ax < 3; ++ax) mine = mine && j0[ax] < own_hi[ax] && j0[ax] + a.geo.u[ax] > own_lo[ax];
-      // (FuseDq: the consumers meet at every step to share dS, so none skips.)
-      if (!FuseDq && !__all_sync(0xffffffffu, mine)) {  // (uniform: the same for the whole warpgroup)
+      // (uniform: the same for the whole warpgroup)
+      const bool compute = __all_sync(0xffffffffu, mine);
+      // FuseDq: the consumers meet at every step to share dS; one that skips
+      // the tile's S, dP, dV and dK contributes a zero dS panel.
+      if (!FuseDq && !compute) {
         // Release in ring order: a run of skips longer than the ring must not wait on prv's own release.
         if (pending) {
           wgmma_wait<0>();
@@ -312,86 +316,91 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
         cur.advance();
         continue;
       }
-      const uint32_t xr = ring_base + 2 * cur.stage * S::kRingBytes;  // Xr of this stage, then Yr
-      const SmemDesc xr_k = smem_desc_sw128(xr, 16, 1024);                       // K-major (S, dP)
-      const SmemDesc xr_mn = smem_desc_sw128(xr, S::kRingPanel, 1024);           // MN-major (accumulation)
-      float s[NS], dp[NS];
       mbar_wait(&bars.ring_full[cur.stage], cur.phase);
-      wgmma_fence();
+      if (compute) {
+        const uint32_t xr = ring_base + 2 * cur.stage * S::kRingBytes;  // Xr of this stage, then Yr
+        const SmemDesc xr_k = smem_desc_sw128(xr, 16, 1024);                       // K-major (S, dP)
+        const SmemDesc xr_mn = smem_desc_sw128(xr, S::kRingPanel, 1024);           // MN-major (accumulation)
+        float s[NS], dp[NS];
+        wgmma_fence();
 #pragma unroll
-      for (int kk = 0; kk < HD / 16; ++kk) {
-        const uint32_t off = (kk / 4) * S::kBlockPanel + (kk % 4) * 32;  // 16 columns = 32 bytes of a 128-byte row
-        const uint32_t roff = (kk / 4) * S::kRingPanel + (kk % 4) * 32;
-        MmaS::ss(s, x_desc(off), xr_k(roff), kk > 0);
-      }
-#pragma unroll
-      for (int kk = 0; kk < HD / 16; ++kk) {
-        const uint32_t off = (kk / 4) * S::kBlockPanel + (kk % 4) * 32;
-        const uint32_t roff = (kk / 4) * S::kRingPanel + (kk % 4) * 32;
-        MmaS::ss(dp, y_desc(off), xr_k(S::kRingBytes + roff), kk > 0);
-      }
-      wgmma_commit();
-      wgmma_wait<0>();  // also completes the previous step's accumulating MMAs
-      fence_regs<NS>(s);
-      fence_regs<NS>(dp);
-      fence_regs<NA>(acc);
-      if constexpr (KeyMajor) fence_regs<NA>(acc_v);
-      if constexpr (kOverlap) {
-        fence_regs<4 * KS>(&pds[0][0]);
-        if constexpr (KeyMajor) fence_regs<4 * KS>(&pp[0][0]);
-        if (pending) mbar_arrive(&bars.ring_empty[prv.stage]);
-      }
-
-      // Mask: only tiles not inside every row's range, only the axes along which they stick out.
-      const unsigned partial = partial_axes(a.geo, wk.box, j0);
-      if (partial) MaskTable<kBwdRingRows>::apply(s, mask_table, j0, win, partial, lane);
-
-      // P and dS (unscaled: the scale is applied to dQ/dK at the store).
-      // (Issuing dV += P^T dO before computing dS would overlap the two but
-      // needs P, dP and the packed P live at once: ptxas then serializes the
-      // MMAs for lack of registers at head dim 128.)
-      if constexpr (KeyMajor) {
-        const float* st = stats + cur.stage * S::kStatFloats;
-#pragma unroll
-        for (int n = 0; n < kBwdRingRows / 8; ++n) {
-          const float2 l2 = lds64f(st + 8 * n + 2 * (lane & 3));
-          const float2 dl = lds64f(st + kBwdRingRows + 8 * n + 2 * (lane & 3));
-#pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            const int i = 4 * n + 2 * r;
-            s[i] = fast_exp2(fmaf(s[i], scale2, -l2.x));
-            s[i + 1] = fast_exp2(fmaf(s[i + 1], scale2, -l2.y));
-            dp[i] = s[i] * (dp[i] - dl.x);
-            dp[i + 1] = s[i + 1] * (dp[i + 1] - dl.y);
-          }
+        for (int kk = 0; kk < HD / 16; ++kk) {
+          const uint32_t off = (kk / 4) * S::kBlockPanel + (kk % 4) * 32;  // 16 columns = 32 bytes of a 128-byte row
+          const uint32_t roff = (kk / 4) * S::kRingPanel + (kk % 4) * 32;
+          MmaS::ss(s, x_desc(off), xr_k(roff), kk > 0);
         }
-        pack_a<T, kBwdRingRows>(pp, s);
-      } else {
 #pragma unroll
-        for (int n = 0; n < kBwdRingRows / 8; ++n)
-#pragma unroll
-          for (int r = 0; r < 2; ++r)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const int i = 4 * n + 2 * r + e;
-              const float pr = fast_exp2(fmaf(s[i], scale2, -lse2[r]));
-              dp[i] = pr * (dp[i] - delta[r]);
-            }
-      }
-      pack_a<T, kBwdRingRows>(pds, dp);
+        for (int kk = 0; kk < HD / 16; ++kk) {
+          const uint32_t off = (kk / 4) * S::kBlockPanel + (kk % 4) * 32;
+          const uint32_t roff = (kk / 4) * S::kRingPanel + (kk % 4) * 32;
+          MmaS::ss(dp, y_desc(off), xr_k(S::kRingBytes + roff), kk > 0);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();  // also completes the previous step's accumulating MMAs
+        fence_regs<NS>(s);
+        fence_regs<NS>(dp);
+        fence_regs<NA>(acc);
+        if constexpr (KeyMajor) fence_regs<NA>(acc_v);
+        if constexpr (kOverlap) {
+          fence_regs<4 * KS>(&pds[0][0]);
+          if constexpr (KeyMajor) fence_regs<4 * KS>(&pp[0][0]);
+          if (pending) mbar_arrive(&bars.ring_empty[prv.stage]);
+        }
 
-      // Accumulate: B is the ring tile read transposed (MN-major): 16 ring
-      // rows per k-step (two 8-row atoms), 64-column panels apart.
-      wgmma_fence();
-      if constexpr (KeyMajor) {
+        // Mask: only tiles not inside every row's range, only the axes along which they stick out.
+        const unsigned partial = partial_axes(a.geo, wk.box, j0);
+        if (partial) MaskTable<kBwdRingRows>::apply(s, mask_table, j0, win, partial, lane);
+
+        // P and dS (unscaled: the scale is applied to dQ/dK at the store).
+        // (Issuing dV += P^T dO before computing dS would overlap the two but
+        // needs P, dP and the packed P live at once: ptxas then serializes the
+        // MMAs for lack of registers at head dim 128.)
+        if constexpr (KeyMajor) {
+          const float* st = stats + cur.stage * S::kStatFloats;
+#pragma unroll
+          for (int n = 0; n < kBwdRingRows / 8; ++n) {
+            const float2 l2 = lds64f(st + 8 * n + 2 * (lane & 3));
+            const float2 dl = lds64f(st + kBwdRingRows + 8 * n + 2 * (lane & 3));
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+              const int i = 4 * n + 2 * r;
+              s[i] = fast_exp2(fmaf(s[i], scale2, -l2.x));
+              s[i + 1] = fast_exp2(fmaf(s[i + 1], scale2, -l2.y));
+              dp[i] = s[i] * (dp[i] - dl.x);
+              dp[i + 1] = s[i + 1] * (dp[i + 1] - dl.y);
+            }
+          }
+          pack_a<T, kBwdRingRows>(pp, s);
+        } else {
+#pragma unroll
+          for (int n = 0; n < kBwdRingRows / 8; ++n)
+#pragma unroll
+            for (int r = 0; r < 2; ++r)
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                const int i = 4 * n + 2 * r + e;
+                const float pr = fast_exp2(fmaf(s[i], scale2, -lse2[r]));
+                dp[i] = pr * (dp[i] - delta[r]);
+              }
+        }
+        pack_a<T, kBwdRingRows>(pds, dp);
+
+        // Accumulate: B is the ring tile read transposed (MN-major): 16 ring
+        // rows per k-step (two 8-row atoms), 64-column panels apart.
+        wgmma_fence();
+        if constexpr (KeyMajor) {
+#pragma unroll
+          for (int kk = 0; kk < KS; ++kk)
+            MmaA::rs(acc_v, pp[kk], xr_mn(S::kRingBytes + kk * 16 * 128));  // dV += P^T dO
+        }
 #pragma unroll
         for (int kk = 0; kk < KS; ++kk)
-          MmaA::rs(acc_v, pp[kk], xr_mn(S::kRingBytes + kk * 16 * 128));  // dV += P^T dO
-      }
+          MmaA::rs(acc, pds[kk], xr_mn(kk * 16 * 128));  // dQ += dS K, dK += dS^T Q
+        wgmma_commit();
+      } else {
 #pragma unroll
-      for (int kk = 0; kk < KS; ++kk)
-        MmaA::rs(acc, pds[kk], xr_mn(kk * 16 * 128));  // dQ += dS K, dK += dS^T Q
-      wgmma_commit();
+        for (int kk = 0; kk < KS; ++kk) pds[kk][0] = pds[kk][1] = pds[kk][2] = pds[kk][3] = 0u;
+      }
       // FuseDq: this ring tile's dQ = dS K over the block's 128 keys, one
       // 64-column panel per consumer (head dim 128; at 64 the consumers take
       // turns), summed into the float32 accumulator by a TMA reduction.

@@ -49,12 +49,14 @@ void launch_stats(const Params& p, float2* stats, cudaStream_t stream) {
 
 template <class T>
 void launch_dq_from_accum(const Params& p, const float* acc, cudaStream_t stream) {
-  const int64_t pairs = p.batch * p.tokens() * p.heads * (p.head_dim / 2);
-  const unsigned grid = unsigned(std::min<int64_t>((pairs + 255) / 256, 65536));
-  if (pairs < (int64_t(1) << 31) - int64_t(grid) * 256)  // no overflow in the grid-stride step either
-    dq_from_accum_kernel<T, int32_t><<<grid, 256, 0, stream>>>(p, acc);
+  const detail::Operand& o = p.dq;
+  const bool vec = reinterpret_cast<uintptr_t>(o.data) % 16 == 0 && (o.sb | o.sx | o.sy | o.sz | o.sh) % 8 == 0;
+  const int64_t groups = p.batch * p.tokens() * p.heads * (p.head_dim / (vec ? 8 : 2));
+  const unsigned grid = unsigned(std::min<int64_t>((groups + 255) / 256, 65536));
+  if (groups < (int64_t(1) << 31) - int64_t(grid) * 256)  // no overflow in the grid-stride step either
+    dq_from_accum_kernel<T, int32_t><<<grid, 256, 0, stream>>>(p, acc, vec);
   else
-    dq_from_accum_kernel<T, int64_t><<<grid, 256, 0, stream>>>(p, acc);
+    dq_from_accum_kernel<T, int64_t><<<grid, 256, 0, stream>>>(p, acc, vec);
   NHOOD_CUDA_CHECK_LAUNCH("hopper backward dq from its accumulator");
 }
 
