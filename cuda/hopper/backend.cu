@@ -105,9 +105,9 @@ int64_t reduction_working_set(const Params& p, const Geo& g, int sms) {
 // The single backward pass (dQ by float32 TMA reductions: 5 GEMMs per step
 // instead of 7) pays where its reductions stay in L2 and the grid has many
 // items per SM. Measured on the H100 anchors (docs/performance.md, hopper
-// session 19): 2-D (21 MB of reductions in flight, 93 items per SM) -5%
-// backward; 3-D (49 MB) +28%: the reductions miss L2; 1-D (2 items per SM):
-// the pass itself only breaks even, so clearing and converting the
+// session 19): 2-D (21 MB of reductions in flight, 93 items per SM) -5% to
+// -7% backward; 3-D (49 MB) +28%: the reductions miss L2; 1-D (2 items per
+// SM): the pass itself only breaks even, so clearing and converting the
 // accumulator make it a loss.
 bool single_pass_pays(const Params& p, const Geo& g, int64_t n_items) {
   // Test and measurement knob, read per call: NHOOD_HOPPER_SINGLE_PASS=1 forces the single pass, =0 the two passes.
