@@ -134,7 +134,6 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
   const Params& p = a.p;
   const int t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
   const int row_in_wg = 16 * warp + lane / 4;  // and +8
-  const SmemDesc q_desc = smem_desc_sw128(smem_addr(smem) + cw * 64 * 128, 16, 1024);
   const uint32_t kv_base = smem_addr(smem + S::kQBytes);
   const float scale2 = float(p.scale) * fused::kLog2e;  // > 0 (forward_unsupported)
   const uint32_t* mask_table = reinterpret_cast<const uint32_t*>(smem + S::kMaskOff);
@@ -167,7 +166,21 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     uint32_t pa[kTileKeys / 16][4];  // P of the previous step, as the A operand of O += P V
 
+    // Q as the register A operand of S = Q K^T: loaded once per tile (this
+    // warp's 16 rows, ldmatrix from the 128-byte-swizzled panels), so the S
+    // MMAs read only K from shared memory and the Q stage is free for the
+    // next tile's load at once (it used to wait for the tile's last S).
+    uint32_t qa[HD / 16][4];
     mbar_wait(&bars.q_full, tiles_done & 1);
+    {
+      const int row = 64 * cw + 16 * warp + (lane & 15);
+#pragma unroll
+      for (int kk = 0; kk < HD / 16; ++kk) {
+        const int chunk = 2 * (kk % 4) + (lane >> 4);  // 16-byte chunk of the 128-byte row, before the swizzle
+        fused::ldsm4(qa[kk], smem + (kk / 4) * S::kQPanel + row * 128 + ((chunk ^ (row & 7)) << 4));
+      }
+    }
+    mbar_arrive(&bars.q_empty);
     // Step j issues S_j = Q K_j^T and O += P_{j-1} V_{j-1} together, then
     // turns S_j into P_j: each turn at the tensor cores is 2 x HD/16 MMAs.
     // The first and last steps are peeled so no MMA sits under a branch
@@ -177,7 +190,7 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
 #pragma unroll
       for (int kk = 0; kk < HD / 16; ++kk) {
         const uint32_t off = (kk % 4) * 32;  // 16 columns = 32 bytes into the 128-byte row
-        MmaS::ss(s, q_desc((kk / 4) * S::kQPanel + off), k((kk / 4) * S::kKVPanel + off), kk > 0);
+        MmaS::template rs<false>(s, qa[kk], k((kk / 4) * S::kKVPanel + off), kk > 0);
       }
     };
     auto issue_pv = [&]() {
@@ -277,7 +290,6 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
       wgmma_wait<0>();
       fence_regs<NS>(s);
       mbar_arrive(&bars.k_empty[cur.stage]);
-      if (kw.n_total == 1) mbar_arrive(&bars.q_empty);  // last read of this tile's Q
       exps(s, 0, hd);
       finish(s);
     }
@@ -294,7 +306,6 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
       wgmma_wait<1>();  // S_j ready; the PV group may still run
       fence_regs<NS>(s);
       mbar_arrive(&bars.k_empty[cur.stage]);
-      if (j == kw.n_total - 1) mbar_arrive(&bars.q_empty);
       exps(s, j, hd);
       wgmma_wait<0>();
       fence_regs<NO>(o);
@@ -364,7 +375,7 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const __grid_const
   __syncthreads();
 
   if (wg == 0) {
-    regs_dealloc<40>();  // the producer thread needs ~40 (24 spills its tile bookkeeping)
+    regs_dealloc<24>();  // the producer thread fits (no spills since the window rule runs in 32 bits)
     if (threadIdx.x == 0) {
       tma_prefetch_map(&a.q);
       tma_prefetch_map(&a.k);
@@ -372,7 +383,7 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const __grid_const
       produce<T, HD>(a, smem, bars);
     }
   } else {
-    regs_alloc<232>();  // 128 x 40 + 256 x 232 = 64512 <= 65536
+    regs_alloc<240>();  // 128 x 24 + 256 x 240 = 64512: Q in registers needs them (232 spills)
     consume<T, HD>(a, smem, bars, wg - 1);
   }
 #endif
