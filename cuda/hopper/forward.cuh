@@ -5,7 +5,7 @@
 // neighborhood box into a ring of shared-memory stages, signalling mbarriers,
 // and writes each stage's tile header (origin, mask axes: pipeline.cuh).
 // Warpgroups 1 and 2 are consumers, each owning 64 of the tile's 128 query
-// rows: S = Q K^T (wgmma, both operands in shared memory), mask only on KV
+// rows: S = Q K^T (wgmma, Q from registers, K from shared memory), mask only on KV
 // tiles not inside every row's window, online softmax in registers, then
 // O += P V (wgmma, P from registers, V transposed from shared memory). The
 // two consumers take turns at the tensor cores (named barriers, ping-pong):
