@@ -24,7 +24,7 @@ __device__ __forceinline__ float2 unpack2(uint32_t u, __nv_bfloat16) {
   return __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&u));
 }
 
-// kLanes lanes per row. vec: out and d_out rows are unit-stride with
+// kStatLanes lanes per row. vec: out and d_out rows are unit-stride with
 // 16-byte aligned rows, so each lane loads 8 elements at a time (a row of
 // head dim 128 is two 128-byte loads per 8 lanes); otherwise single elements.
 // 16-byte loads with four rows per warp read ~2x faster than one warp per
