@@ -139,6 +139,26 @@ def test_hopper_backward_many_tiles_matches_fused(dim, mode, monkeypatch):
             assert not torch.equal(got[0], two[0]), win
 
 
+@pytest.mark.parametrize("case", ["1d-stride-dil-causal", "2d-dilation", "3d-all"])
+def test_hopper_output_layouts_agree(case):
+    """The forward writes O through TMA stores where a tensor map can
+    describe `out` (every reference case above), else as element pairs: an
+    `out` view with padded rows (token strides not a multiple of 16 bytes) takes the
+    second path, and both write the same bits, every element."""
+    arrays, win = problem(case, seed=7)
+    rank = len(win["kernel_size"])
+    q, k, v, ak, av = (dev(arrays[n], "float16") for n in ("q", "k", "v", "ak", "av"))
+    packed = torch.full_like(q, float("nan"))
+    padded = torch.full((*q.shape[:-1], q.shape[-1] + 2), float("nan"), dtype=q.dtype, device="cuda")[..., :q.shape[-1]]
+    for out in (packed, padded):
+        NA[rank](q, k, v, **win, additional_keys=ak, additional_values=av, backend="hopper", out=out)
+    assert not torch.isnan(padded).any()
+    assert torch.equal(packed, padded)
+    ref_out, _ = ref.forward(host(q), host(k), host(v), **win, additional_keys=None if ak is None else host(ak),
+                             additional_values=None if av is None else host(av))
+    assert rel_err(host(packed), ref_out) <= TOL
+
+
 def test_hopper_packed_qkv_views():
     rng = np.random.default_rng(1)
     qkv = torch.from_numpy(rng.standard_normal((2, 18, 21, 3, 2, 64))).half().cuda()

@@ -134,14 +134,22 @@ inline Geo make_geo(const Params& p, int block_total, int inner_total, bool back
   return g;
 }
 
+// The axis along which the hopper kernels halve a block tile (one half per
+// consumer warpgroup): its slowest axis longer than 1, so each half is a box
+// of consecutive rows.
+inline int half_axis(const Geo& g) {
+  int a = 0;
+  while (a < 2 && g.t[a] == 1) ++a;
+  return a;
+}
+
 // Ring tiles an interior block's half needs (the more of its two halves):
 // the hopper backward's consumers each own half of the block's rows, split
 // along the slowest axis of the block tile, and skip the tiles outside their
 // half's windows. E.g. 2-D 80x80 windows: a 16x8 block's halves need 121 of
 // its 132 8x8 tiles, an 8x16 block's (4x16 tiles) 126 of 132.
 inline int64_t half_block_tiles(const Params& p, const Geo& g) {
-  int split = 0;
-  while (split < 2 && g.t[split] == 1) ++split;
+  const int split = half_axis(g);
   int64_t need = 1;
   for (int a = 0; a < 3; ++a) {
     const int64_t k = p.axis[a].kernel;

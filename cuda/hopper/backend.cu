@@ -200,9 +200,17 @@ void forward(const Params& p, void* stream) {
     return !(env && env[0] == '0');
   }();
   a.pingpong = pingpong;
-  a.n_tiles = a.geo.n_spatial_blocks;
-  a.n_items = int(int64_t(a.n_tiles) * p.heads * p.batch);
-  const int grid = std::min(a.n_items, device_info(p.device.index).sms);
+  // The output through TMA stores where a tensor map can describe it (a
+  // caller's `out` may be any layout with even strides: element pairs then).
+  a.tma_out = tensor_map_unsupported(p.out, p, p.heads, p.head_dim_v).empty();
+  a.half_axis = fused::half_axis(a.geo);
+  if (a.tma_out) {
+    int half[3] = {a.geo.t[0], a.geo.t[1], a.geo.t[2]};
+    half[a.half_axis] /= 2;
+    a.out = token_tensor_map(p.out, p, p.heads, p.head_dim_v, half);
+  }
+  a.items = WorkItems(a.geo.n_spatial_blocks, p.heads, p.batch);
+  const int grid = std::min(a.items.count, device_info(p.device.index).sms);
   const auto s = static_cast<cudaStream_t>(stream);
   by_type(p, [&](auto tag, auto hd) { launch_forward<decltype(tag), decltype(hd)::value>(a, grid, s); });
 }
@@ -217,9 +225,8 @@ void run_pass(BwdArgs a, const detail::Operand& x, const detail::Operand& y, int
   a.y = token_tensor_map(y, p, hb, HD, a.geo.t);
   a.xr = token_tensor_map(xr, p, hr, HD, a.geo.u);
   a.yr = token_tensor_map(yr, p, hr, HD, a.geo.u);
-  a.heads = int(hb);
-  a.n_items = int(int64_t(a.n_tiles) * hb * p.batch);
-  launch_backward<T, HD, KeyMajor, FuseDq>(a, std::min(a.n_items, device_info(p.device.index).sms), s);
+  a.items = WorkItems(a.geo.n_spatial_blocks, hb, p.batch);
+  launch_backward<T, HD, KeyMajor, FuseDq>(a, std::min(a.items.count, device_info(p.device.index).sms), s);
 }
 
 void backward(const Params& p, void* stream) {
@@ -253,7 +260,6 @@ void backward(const Params& p, void* stream) {
     a.inverse[0] = inverse;
     a.inverse[1] = inverse + p.axis[0].length;
     a.inverse[2] = inverse + p.axis[0].length + p.axis[1].length;
-    a.n_tiles = a.geo.n_spatial_blocks;
     // dQ: blocks of queries, ring over their keys; dK/dV: blocks of keys, ring over the queries attending them.
     if (fuse_dq) {
       NHOOD_CUDA_CHECK(cudaMemsetAsync(acc, 0, acc_bytes, s));

@@ -91,9 +91,7 @@ struct BwdArgs {
   // rule, whose ~24 inlined searches made the item setup 54 KB of code
   // (docs/performance.md, hopper session 17).
   const int2* inverse[3];
-  int n_tiles;  // spatial block tiles of one (batch, head), all dilation groups
-  int n_items;  // n_tiles * heads of the block operand * batch
-  int heads;    // of the block operand: query heads (dQ), kv heads (dK/dV)
+  WorkItems items;  // heads: of the block operand, query heads (dQ) or kv heads (dK/dV)
 };
 
 struct BwdBarriers {
@@ -138,7 +136,7 @@ __device__ void bwd_produce(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
   const int G = int(a.geo.kv_group.d);
   Ring<S::kStages> ring;
   uint32_t items_done = 0;
-  for_each_item(p, a.geo, a.n_items, a.n_tiles, a.heads, [&](const Item& w, const BlockTile& bt) {
+  for_each_item(p, a.geo, a.items, [&](const Item& w, const BlockTile& bt) {
     const BwdWalk wk(a, bt, KeyMajor);
     mbar_wait(&bars.blk_empty, (items_done & 1) ^ 1);
     mbar_arrive_expect_tx(&bars.blk_full, 2 * S::kBlockBytes);
@@ -172,7 +170,7 @@ __device__ void bwd_stage_stats(const BwdArgs& a, unsigned char* smem, BwdBarrie
   const int G = int(a.geo.kv_group.d);
   float* stats = reinterpret_cast<float*>(smem + S::kStatOff);
   Ring<S::kStages> ring;
-  for_each_item(p, a.geo, a.n_items, a.n_tiles, a.heads, [&](const Item& w, const BlockTile& bt) {
+  for_each_item(p, a.geo, a.items, [&](const Item& w, const BlockTile& bt) {
     const BwdWalk wk(a, bt, true);
     TileCursor tiles;
     for (int it = 0; it < wk.steps; ++it) {
@@ -234,7 +232,7 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
   // A operands of the step in flight: kept live across the loop so the
   // compiler does not reuse their registers while a wgmma still reads them.
   uint32_t pds[KS][4] = {}, pp[KS][4] = {};
-  for_each_item(p, a.geo, a.n_items, a.n_tiles, a.heads, [&](const Item& w, const BlockTile& bt) {
+  for_each_item(p, a.geo, a.items, [&](const Item& w, const BlockTile& bt) {
     const BwdWalk wk(a, bt, KeyMajor);
 
     // This thread's two block rows: validity, position, and the range of

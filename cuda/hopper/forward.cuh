@@ -51,10 +51,14 @@ struct FwdShape {
 // must live in parameter, constant or global memory).
 struct FwdArgs {
   CUtensorMap q, k, v, add_k, add_v;
+  // The output, if TMA can write it: boxes of half a block tile (one
+  // consumer's 64 rows, split along the slowest axis `half_axis` of the tile).
+  CUtensorMap out;
   Params p;
   Geo geo;
-  int n_tiles;  // spatial block tiles of one (batch, head), all dilation groups
-  int n_items;  // n_tiles * heads * batch
+  WorkItems items;
+  int half_axis;
+  bool tma_out;
   bool pingpong;  // consumers take turns at the tensor cores (NHOOD_HOPPER_PINGPONG=0 turns it off)
 };
 
@@ -71,14 +75,15 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
   const Params& p = a.p;
   Ring<S::kStages> ring;
   uint32_t tiles_done = 0;
-  for_each_item(p, a.geo, a.n_items, a.n_tiles, int(a.p.heads), [&](const Item& w, const BlockTile& bt) {
-    KvWalk kw;
-    kw.init(p, a.geo, bt, kTileKeys);
-    const int hk = a.geo.kv_group.div(w.h);
-
+  for_each_item(p, a.geo, a.items, [&](const Item& w, const BlockTile& bt) {
     mbar_wait(&bars.q_empty, (tiles_done & 1) ^ 1);
     mbar_arrive_expect_tx(&bars.q_full, S::kQBytes);
     load_box<S::kPanels>(smem, &a.q, &bars.q_full, w.h * HD, p, bt, bt.p0, w.b, S::kQPanel);
+    // The walk's setup after the Q load is on its way (the first tile of a
+    // CTA waits for both).
+    KvWalk kw;
+    kw.init(p, a.geo, bt, kTileKeys);
+    const int hk = a.geo.kv_group.div(w.h);
 
     TileCursor tiles;
     for (int it = 0; it < kw.n_total; ++it) {
@@ -88,10 +93,14 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
       mbar_wait(&bars.k_empty[stage], ring.phase ^ 1);
       int j0[3];
       const bool spatial = it < kw.n_spatial;
+      const int a0 = (it - kw.n_spatial) * kTileKeys;  // additional tiles: the first token
+      void* header = smem + S::kHeadOff + 16 * stage;
       if (spatial) {
         tiles.origin(a.geo, kw, j0);
         tiles.advance(kw);
-        put_tile_header(smem + S::kHeadOff + 16 * stage, a.geo, kw, j0);
+        TileHeader::put_spatial(header, a.geo, kw, j0);
+      } else {
+        TileHeader::put_additional(header, kw, a0);
       }
       mbar_arrive_expect_tx(&bars.k_full[stage], S::kKVBytes);  // also releases the header
       if (spatial) {
@@ -100,7 +109,6 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
         mbar_arrive_expect_tx(&bars.v_full[stage], S::kKVBytes);
         load_box<S::kPanels>(sv, &a.v, &bars.v_full[stage], hk * HD, p, bt, j0, w.b, S::kKVPanel);
       } else {
-        const int a0 = (it - kw.n_spatial) * kTileKeys;
         for (int c = 0; c < S::kPanels; ++c)
           tma_load_3d(sk + c * S::kKVPanel, &a.add_k, &bars.k_full[stage], hk * HD + 64 * c, a0, w.b);
         mbar_wait(&bars.v_empty[stage], ring.phase ^ 1);
@@ -113,6 +121,10 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
     ++tiles_done;
   });
 }
+
+// Named barrier ids: 0 is __syncthreads, 1 and 2 the consumers' turns.
+constexpr int kBarStageFree = 3;  // both consumers finished their work item's MMAs
+constexpr int kBarStaged = 4;     // + consumer: its rows of O are in shared memory
 
 // Named barriers ordering the two consumers' MMA issue (ping-pong): a
 // consumer waits for its turn, issues its MMAs, then hands the turn over, so
@@ -141,10 +153,7 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
   Ring<S::kStages> cur, prv;  // stage of this step's K, and of the previous step's V
   uint32_t tiles_done = 0;
   if (a.pingpong && cw == 1) turn_pass(cw);  // consumer 0 issues first
-  for_each_item(p, a.geo, a.n_items, a.n_tiles, int(a.p.heads), [&](const Item& w, const BlockTile& bt) {
-    KvWalk kw;
-    kw.init(p, a.geo, bt, kTileKeys);
-
+  for_each_item(p, a.geo, a.items, [&](const Item& w, const BlockTile& bt) {
     // This thread's two rows: their validity and per-axis windows.
     int win[2][6];
     bool valid[2];
@@ -214,13 +223,12 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
     // updated: runs while this consumer's own O += P V MMAs are in flight,
     // so it touches neither o nor pa.
     // hd: the step's tile header (read before its K stage is released).
-    auto exps = [&](float* s, int j, int4 hd) {
+    auto exps = [&](float* s, const TileHeader& hd) {
       // Mask: only KV tiles not inside every row's window, only the axes along which they stick out.
-      if (j < kw.n_spatial) {
-        const int j0[3] = {hd.x, hd.y, hd.z};
-        if (hd.w) MaskTable<kTileKeys>::apply(s, mask_table, j0, win, unsigned(hd.w), lane);
+      if (!hd.additional) {
+        if (hd.partial) MaskTable<kTileKeys>::apply(s, mask_table, hd.j0, win, hd.partial, lane);
       } else {
-        const int left = int(p.n_additional) - (j - kw.n_spatial) * kTileKeys;
+        const int left = int(p.n_additional) - hd.j0[0];
         if (left < kTileKeys)
 #pragma unroll
           for (int n = 0; n < kTileKeys / 8; ++n)
@@ -280,23 +288,25 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
       cur.advance();
     };
 
+    int n_total;  // KV tiles of this item (the first header says)
     {
       float s[NS];
       mbar_wait(&bars.k_full[cur.stage], cur.phase);
-      const int4 hd = get_tile_header(smem + S::kHeadOff + 16 * cur.stage);
+      const TileHeader hd = TileHeader::get(smem + S::kHeadOff + 16 * cur.stage);
+      n_total = hd.n_total;
       begin_turn();
       issue_qk(s);
       end_turn();
       wgmma_wait<0>();
       fence_regs<NS>(s);
       mbar_arrive(&bars.k_empty[cur.stage]);
-      exps(s, 0, hd);
+      exps(s, hd);
       finish(s);
     }
-    for (int j = 1; j < kw.n_total; ++j) {
+    for (int j = 1; j < n_total; ++j) {
       float s[NS];
       mbar_wait(&bars.k_full[cur.stage], cur.phase);
-      const int4 hd = get_tile_header(smem + S::kHeadOff + 16 * cur.stage);
+      const TileHeader hd = TileHeader::get(smem + S::kHeadOff + 16 * cur.stage);
       mbar_wait(&bars.v_full[prv.stage], prv.phase);
       begin_turn();
       issue_qk(s);
@@ -306,7 +316,7 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
       wgmma_wait<1>();  // S_j ready; the PV group may still run
       fence_regs<NS>(s);
       mbar_arrive(&bars.k_empty[cur.stage]);
-      exps(s, j, hd);
+      exps(s, hd);
       wgmma_wait<0>();
       fence_regs<NO>(o);
       fence_regs<kTileKeys / 4>(&pa[0][0]);
@@ -319,7 +329,6 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
     end_turn();
     wgmma_wait<0>();
     fence_regs<NO>(o);
-    mbar_arrive(&bars.v_empty[prv.stage]);
 
     // Epilogue: normalize and store this thread's valid rows.
     float inv[2];
@@ -335,11 +344,37 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
         *gl = (m[r] + log2f(li)) * 0.69314718055994531f;
       }
     }
-    store_rows<T, HD>(o, inv, lane, [&](int r) -> T* {
-      return valid[r] ? static_cast<T*>(p.out.data) + w.b * p.out.sb + w.h * p.out.sh +
-                            fused::tok_off(p.out, p, bt.g, qpos[r])
-                      : nullptr;
-    });
+    unsigned char* sv_last = smem + S::kQBytes + (S::kStages + prv.stage) * S::kKVBytes;
+    if (a.tma_out) {
+      // Through shared memory and one TMA store per panel: the per-thread
+      // 4-byte stores (8 rows x 16 bytes per warp instruction) held the
+      // consumers ~3.5 us per work item (timeline of the 1-D anchor). The
+      // last V stage is the staging buffer (an O tile has the bytes of a V
+      // tile); it is free once both consumers' last O += P V completed.
+      named_bar_sync(kBarStageFree, 256);
+      stage_rows<T, HD>(sv_last, o, inv, 64 * cw + 16 * warp, lane, S::kKVPanel);
+      fence_proxy_async();
+      named_bar_sync(kBarStaged + cw, 128);
+      if (t == 0) {
+        int pos0[3];
+#pragma unroll
+        for (int ax = 0; ax < 3; ++ax) pos0[ax] = bt.p0[ax] + (ax == a.half_axis ? cw * (a.geo.t[ax] / 2) : 0);
+#pragma unroll
+        for (int c = 0; c < S::kPanels; ++c)
+          tma_store_5d(&a.out, sv_last + c * S::kKVPanel + 64 * cw * 128, w.h * HD + 64 * c, coord(p, bt, 2, pos0[2]),
+                       coord(p, bt, 1, pos0[1]), coord(p, bt, 0, pos0[0]), w.b);
+        bulk_commit();
+        bulk_wait_read();  // the stage goes back to the producer below
+      }
+      mbar_arrive(&bars.v_empty[prv.stage]);
+    } else {
+      mbar_arrive(&bars.v_empty[prv.stage]);
+      store_rows<T, HD>(o, inv, lane, [&](int r) -> T* {
+        return valid[r] ? static_cast<T*>(p.out.data) + w.b * p.out.sb + w.h * p.out.sh +
+                              fused::tok_off(p.out, p, bt.g, qpos[r])
+                        : nullptr;
+      });
+    }
     ++tiles_done;
   });
   if (a.pingpong && cw == 0) turn_wait(cw);  // consumes consumer 1's last hand-over, so no arrival is left pending

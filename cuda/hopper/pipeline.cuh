@@ -23,14 +23,25 @@ using fused::partial_axes;
 using fused::TileCursor;
 using fused::tree_reduce;
 
-// Work item -> (tile, head, batch); tiles vary fastest so concurrently
-// running CTAs share KV halos in L2.
+// The persistent grid's work items: (block tile, head, batch), tiles
+// varying fastest so concurrently running CTAs share KV halos in L2. The
+// divisors are host-computed: with run-time integer divisions the forward
+// consumers' per-item setup took ~1.3 us (timeline of the 1-D anchor).
+struct WorkItems {
+  int count;  // tiles * heads * batch
+  fused::FastDiv tiles, heads;
+  WorkItems() = default;
+  WorkItems(int64_t n_tiles, int64_t n_heads, int64_t batch)
+      : count(int(n_tiles * n_heads * batch)), tiles(int(n_tiles)), heads(int(n_heads)) {}
+};
+
 struct Item {
   int tile, h, b;
-  __device__ Item(int item, int n_tiles, int heads) {
-    tile = item % n_tiles;
-    h = (item / n_tiles) % heads;
-    b = item / (n_tiles * heads);
+  __device__ Item(int item, const WorkItems& s) {
+    const int th = s.tiles.div(item);
+    tile = s.tiles.mod(item, th);
+    b = s.heads.div(th);
+    h = s.heads.mod(th, b);
   }
 };
 
@@ -38,10 +49,9 @@ struct Item {
 // block tile; items whose tile is empty are skipped alike by every role, so
 // producers and consumers stay in step. f(w, bt).
 template <class F>
-__device__ __forceinline__ void for_each_item(const Params& p, const Geo& geo, int n_items, int n_tiles, int heads,
-                                              F&& f) {
-  for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
-    const Item w(item, n_tiles, heads);
+__device__ __forceinline__ void for_each_item(const Params& p, const Geo& geo, const WorkItems& items, F&& f) {
+  for (int item = blockIdx.x; item < items.count; item += gridDim.x) {
+    const Item w(item, items);
     BlockTile bt;
     if (bt.init(p, geo, w.tile)) f(w, bt);
   }
@@ -75,18 +85,29 @@ struct Ring {
 };
 
 // A ring stage's header, written by a producer next to the tile's loads
-// (before its barrier arrival, which releases it): the inner tile's origin
-// and the axes along which it needs a mask. The consumers read it instead of
-// walking the box themselves: the walk's branches and compares were ~8% of
-// the forward consumers' stall samples (ncu, 2-D), on the path between two
-// turns at the tensor cores.
-__device__ __forceinline__ void put_tile_header(void* dst, const Geo& geo, const KvWalk& kw, const int* j0) {
-  *static_cast<int4*>(dst) = make_int4(j0[0], j0[1], j0[2], int(partial_axes(geo, kw, j0)));
-}
-__device__ __forceinline__ int4 get_tile_header(const void* src) {
-  const uint4 v = lds128(src);
-  return make_int4(int(v.x), int(v.y), int(v.z), int(v.w));
-}
+// (before its barrier arrival, which releases it), so the consumers need no
+// walk of their own: the walk's branches and compares were ~8% of the
+// forward consumers' stall samples (ncu, 2-D), on the path between two
+// turns at the tensor cores, and its setup most of their per-item setup.
+// A spatial tile: its origin, and the axes along which it needs a mask; an
+// additional-token tile: its first token. Both: the item's number of tiles.
+struct TileHeader {
+  int j0[3];   // spatial: origin; additional: j0[0] = first token
+  unsigned partial;  // axes needing a mask (bits 0-2)
+  bool additional;
+  int n_total;  // tiles of the work item
+
+  static __device__ __forceinline__ void put_spatial(void* dst, const Geo& geo, const KvWalk& kw, const int* j0) {
+    *static_cast<int4*>(dst) = make_int4(j0[0], j0[1], j0[2], int(partial_axes(geo, kw, j0) | (kw.n_total << 4)));
+  }
+  static __device__ __forceinline__ void put_additional(void* dst, const KvWalk& kw, int first) {
+    *static_cast<int4*>(dst) = make_int4(first, 0, 0, int(8 | (kw.n_total << 4)));
+  }
+  static __device__ __forceinline__ TileHeader get(const void* src) {
+    const uint4 v = lds128(src);
+    return {{int(v.x), int(v.y), int(v.z)}, v.w & 7u, (v.w & 8u) != 0, int(v.w >> 4)};
+  }
+};
 
 // Packs an m64nN fp32 accumulator tile (this thread's part) into the
 // register A operand of the next wgmma (k-steps of 16 columns).
@@ -115,6 +136,29 @@ __device__ __forceinline__ void store_rows(const float* acc, const float* scale,
       const int d = 8 * n + 2 * (lane & 3);
       *reinterpret_cast<uint32_t*>(g + d) = fused::pack2<T>(acc[4 * n + 2 * r] * scale[r], acc[4 * n + 2 * r + 1] * scale[r]);
     }
+  }
+}
+
+// Writes this warp's 16 rows (tile rows row0 .. row0 + 15) of an m64nHD fp32
+// accumulator tile, times scale[r], as T into a tile of 64-column panels
+// `panel_bytes` apart, rows of 128 bytes with the 128-byte swizzle: the
+// layout of a TMA box with CU_TENSOR_MAP_SWIZZLE_128B. stmatrix takes the
+// accumulator fragments as they are (matrix m: rows + 8 (m % 2), columns
+// 8 (n0 + m / 2) ..).
+template <class T, int HD>
+__device__ __forceinline__ void stage_rows(unsigned char* dst, const float* acc, const float* scale, int row0,
+                                           int lane, int panel_bytes) {
+  const int m = lane / 8, row = row0 + 8 * (m & 1) + lane % 8;
+#pragma unroll
+  for (int n0 = 0; n0 < HD / 8; n0 += 2) {
+    uint32_t r[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int n = n0 + i / 2, h = i % 2;
+      r[i] = fused::pack2<T>(acc[4 * n + 2 * h] * scale[h], acc[4 * n + 2 * h + 1] * scale[h]);
+    }
+    const int n = n0 + m / 2;  // the matrix whose row this lane addresses
+    stsm4(smem_addr(dst + (n / 8) * panel_bytes + row * 128 + (((n % 8) ^ (row & 7)) << 4)), r);
   }
 }
 

@@ -76,6 +76,16 @@ __device__ __forceinline__ void tma_reduce_add_5d(const CUtensorMap* map, const 
       "r"(smem_addr(src)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4)
       : "memory");
 }
+// TMA store of a shared-memory box to global memory at coordinates c
+// (innermost first); the copy engine clips what lies outside the tensor.
+// Completion is tracked per issuing thread in bulk groups.
+__device__ __forceinline__ void tma_store_5d(const CUtensorMap* map, const void* src, int c0, int c1, int c2, int c3,
+                                             int c4) {
+  asm volatile("cp.async.bulk.tensor.5d.global.shared::cta.tile.bulk_group [%0, {%2, %3, %4, %5, %6}], [%1];" ::"l"(
+                   reinterpret_cast<uint64_t>(map)),
+               "r"(smem_addr(src)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4)
+               : "memory");
+}
 __device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
 // This thread's bulk groups have finished reading their shared memory.
 __device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
@@ -87,6 +97,14 @@ __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.
 // Named barrier `id` over `threads` threads (a multiple of 32).
 __device__ __forceinline__ void named_bar_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+// Stores four 8x8 b16 matrices (register r[m] of each thread holds matrix
+// m's pair at row lane / 4, columns 2 (lane % 4) + {0, 1}): lanes 8m..8m+7
+// give the addresses of matrix m's rows.
+__device__ __forceinline__ void stsm4(uint32_t addr, const uint32_t* r) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};" ::"r"(addr), "r"(r[0]), "r"(r[1]),
+               "r"(r[2]), "r"(r[3])
+               : "memory");
 }
 // Stores four 8x8 b16 matrices (the m16n8k16 A-fragment registers r[0..3])
 // transposed: lanes 8m..8m+7 give the addresses of matrix m's stored rows.
