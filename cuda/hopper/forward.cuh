@@ -12,7 +12,10 @@
 // while one runs its softmax the other's MMAs keep the tensor cores busy; a
 // turn issues S_j and O += P_{j-1} V_{j-1} as two MMA groups, and the softmax
 // of S_j starts as soon as the first completes (docs/performance.md, hopper).
-// CTAs loop over (query tile, head, batch) work items (persistent grid).
+// Each consumer stages its normalized rows of O in the tile's last V stage
+// and one thread stores them with TMA (element pairs where no tensor map
+// can describe `out`). CTAs loop over (query tile, head, batch) work items
+// (persistent grid).
 //
 // Geometry (block tile t, inner tile u, KV walk, window rule) is shared with
 // the fused backend (cuda/fused/fused.cuh); only the data movement and the
