@@ -349,11 +349,12 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
     }
     unsigned char* sv_last = smem + S::kQBytes + (S::kStages + prv.stage) * S::kKVBytes;
     if (a.tma_out) {
-      // Through shared memory and one TMA store per panel: the per-thread
-      // 4-byte stores (8 rows x 16 bytes per warp instruction) held the
-      // consumers ~3.5 us per work item (timeline of the 1-D anchor). The
-      // last V stage is the staging buffer (an O tile has the bytes of a V
-      // tile); it is free once both consumers' last O += P V completed.
+      // Through shared memory and one TMA store per panel, not per-thread
+      // 4-byte stores (8 rows x 16 bytes per warp instruction): the last
+      // step and the epilogue took 2.1 -> 1.7 us per work item (timeline of
+      // the 1-D anchor, docs/performance.md, hopper session 20). The last V
+      // stage is the staging buffer (an O tile has the bytes of a V tile);
+      // it is free once both consumers' last O += P V completed.
       named_bar_sync(kBarStageFree, 256);
       stage_rows<T, HD>(sv_last, o, inv, 64 * cw + 16 * warp, lane, S::kKVPanel);
       fence_proxy_async();
