@@ -125,6 +125,9 @@ struct BwdWalk {
     }
     steps = box.n_spatial * (key_major ? int(a.geo.kv_group.d) : 1);
   }
+  // dK/dV pass: the query head of ring step `it` (the box once per query
+  // head of kv head h, G query heads per kv head).
+  __device__ int ring_head(int h, int G, int it) const { return h * G + it / box.n_spatial; }
 };
 
 // Producer thread: the block's X and Y once per item, then Xr and Yr of
@@ -144,7 +147,7 @@ __device__ void bwd_produce(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
     load_box<S::kPanels>(smem + S::kBlockBytes, &a.y, &bars.blk_full, w.h * HD, p, bt, bt.p0, w.b, S::kBlockPanel);
     TileCursor tiles;
     for (int it = 0; it < wk.steps; ++it) {
-      const int head = KeyMajor ? w.h * G + it / wk.box.n_spatial : w.h / G;
+      const int head = KeyMajor ? wk.ring_head(w.h, G, it) : w.h / G;
       int j0[3];
       tiles.origin(a.geo, wk.box, j0);
       tiles.advance(wk.box);
@@ -174,7 +177,7 @@ __device__ void bwd_stage_stats(const BwdArgs& a, unsigned char* smem, BwdBarrie
     const BwdWalk wk(a, bt, true);
     TileCursor tiles;
     for (int it = 0; it < wk.steps; ++it) {
-      const int head = w.h * G + it / wk.box.n_spatial;
+      const int head = wk.ring_head(w.h, G, it);
       int j0[3];
       tiles.origin(a.geo, wk.box, j0);
       tiles.advance(wk.box);
@@ -454,7 +457,7 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
           fence_proxy_async();
           named_bar_sync(2 + cw, 128);
           if (t == 0) {
-            const int head = w.h * G + j / wk.box.n_spatial;
+            const int head = wk.ring_head(w.h, G, j);
 #pragma unroll
             for (int c = 0; c < 2; ++c)
               tma_reduce_add_5d(&a.dq_acc, dq_stage + c * S::kDqPanel, head * HD + 64 * dq_panel + 32 * c,
