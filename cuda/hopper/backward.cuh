@@ -415,7 +415,7 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
 #pragma unroll
         for (int kk = 0; kk < KS; ++kk) {
           const int m = lane >> 3, q = 16 * kk + 8 * (m >> 1) + (lane & 7), chunk = 2 * warp + (m & 1);
-          stsm4t(ds + cw * S::kDsPanel + q * 128 + ((chunk ^ (q & 7)) << 4), pds[kk]);
+          stsm4t(ds + cw * S::kDsPanel + sw128_offset(q, chunk), pds[kk]);
         }
         fence_proxy_async();
         if (t == 0) bulk_wait_read();  // this consumer's staging tile has been read by its last reduction
@@ -451,7 +451,7 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
               const int row = 16 * warp + (lane >> 2) + 8 * h, chunk = 2 * (i % 4) + ((lane & 3) >> 1);
-              sts64f(dq_stage + (i / 4) * S::kDqPanel + row * 128 + ((chunk ^ (row & 7)) << 4) + 8 * (lane & 1),
+              sts64f(dq_stage + (i / 4) * S::kDqPanel + sw128_offset(row, chunk) + 8 * (lane & 1),
                      dq[4 * i + 2 * h], dq[4 * i + 2 * h + 1]);
             }
           fence_proxy_async();

@@ -189,7 +189,7 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
 #pragma unroll
       for (int kk = 0; kk < HD / 16; ++kk) {
         const int chunk = 2 * (kk % 4) + (lane >> 4);  // 16-byte chunk of the 128-byte row, before the swizzle
-        fused::ldsm4(qa[kk], smem + (kk / 4) * S::kQPanel + row * 128 + ((chunk ^ (row & 7)) << 4));
+        fused::ldsm4(qa[kk], smem + (kk / 4) * S::kQPanel + sw128_offset(row, chunk));
       }
     }
     mbar_arrive(&bars.q_empty);
@@ -363,10 +363,7 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
         int pos0[3];
 #pragma unroll
         for (int ax = 0; ax < 3; ++ax) pos0[ax] = bt.p0[ax] + (ax == a.half_axis ? cw * (a.geo.t[ax] / 2) : 0);
-#pragma unroll
-        for (int c = 0; c < S::kPanels; ++c)
-          tma_store_5d(&a.out, sv_last + c * S::kKVPanel + 64 * cw * 128, w.h * HD + 64 * c, coord(p, bt, 2, pos0[2]),
-                       coord(p, bt, 1, pos0[1]), coord(p, bt, 0, pos0[0]), w.b);
+        store_box<S::kPanels>(sv_last + 64 * cw * 128, &a.out, w.h * HD, p, bt, pos0, w.b, S::kKVPanel);
         bulk_commit();
         bulk_wait_read();  // the stage goes back to the producer below
       }

@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "../common/check.cuh"
+#include "../fused/geometry.hpp"
 #include "backward.cuh"
 #include "dq_accum.cuh"
 #include "forward.cuh"
@@ -35,10 +36,7 @@ template <class T>
 void launch_stats(const Params& p, float2* stats, cudaStream_t stream) {
   const int64_t rows = p.batch * p.tokens() * p.heads;
   const int64_t blocks = (rows * kStatLanes + 255) / 256;
-  auto vec16 = [&](const detail::Operand& o) {
-    return o.sd == 1 && reinterpret_cast<uintptr_t>(o.data) % 16 == 0 && (o.sb | o.sx | o.sy | o.sz | o.sh) % 8 == 0;
-  };
-  const bool vec = vec16(p.out) && vec16(p.d_out) && p.head_dim_v % 8 == 0;
+  const bool vec = fused::vec_ok(p.out) && fused::vec_ok(p.d_out) && p.head_dim_v % 8 == 0;
   const unsigned grid = unsigned(blocks < 65536 ? blocks : 65536);
   if (rows < (int64_t(1) << 31) - int64_t(grid) * (256 / kStatLanes))  // no overflow in the grid-stride step either
     stats_kernel<T, int32_t><<<grid, 256, 0, stream>>>(p, stats, vec);
@@ -49,8 +47,7 @@ void launch_stats(const Params& p, float2* stats, cudaStream_t stream) {
 
 template <class T>
 void launch_dq_from_accum(const Params& p, const float* acc, cudaStream_t stream) {
-  const detail::Operand& o = p.dq;
-  const bool vec = reinterpret_cast<uintptr_t>(o.data) % 16 == 0 && (o.sb | o.sx | o.sy | o.sz | o.sh) % 8 == 0;
+  const bool vec = fused::vec_ok(p.dq);
   const int64_t groups = p.batch * p.tokens() * p.heads * (p.head_dim / (vec ? 8 : 2));
   const unsigned grid = unsigned(std::min<int64_t>((groups + 255) / 256, 65536));
   if (groups < (int64_t(1) << 31) - int64_t(grid) * 256)  // no overflow in the grid-stride step either

@@ -74,6 +74,17 @@ __device__ __forceinline__ void load_box(unsigned char* dst, const CUtensorMap* 
                 coord(p, bt, 0, pos0[0]), b);
 }
 
+// TMA store of such a box from shared memory (the same panels); the copy
+// engine clips what lies outside the tensor.
+template <int PANELS>
+__device__ __forceinline__ void store_box(const unsigned char* src, const CUtensorMap* map, int col, const Params& p,
+                                          const BlockTile& bt, const int* pos0, int b, int panel_bytes) {
+#pragma unroll
+  for (int c = 0; c < PANELS; ++c)
+    tma_store_5d(map, src + c * panel_bytes, col + 64 * c, coord(p, bt, 2, pos0[2]), coord(p, bt, 1, pos0[1]),
+                 coord(p, bt, 0, pos0[0]), b);
+}
+
 // Position in a ring of shared-memory stages.
 template <int kStages>
 struct Ring {
@@ -159,7 +170,7 @@ __device__ __forceinline__ void stage_rows(unsigned char* dst, const float* acc,
       r[i] = fused::pack2<T>(acc[4 * n + 2 * h] * scale[h], acc[4 * n + 2 * h + 1] * scale[h]);
     }
     const int n = n0 + m / 2;  // the matrix whose row this lane addresses
-    stsm4(smem_addr(dst + (n / 8) * panel_bytes + row * 128 + (((n % 8) ^ (row & 7)) << 4)), r);
+    stsm4(smem_addr(dst + (n / 8) * panel_bytes + sw128_offset(row, n % 8)), r);
   }
 }
 

@@ -114,6 +114,12 @@ __device__ __forceinline__ void stsm4t(uint32_t addr, const uint32_t* r) {
                : "memory");
 }
 
+// Byte offset of 16-byte chunk `chunk` (0-7) of row `row` in a tile of
+// 128-byte rows with the 128-byte swizzle (the layout TMA reads and writes
+// with CU_TENSOR_MAP_SWIZZLE_128B, 1024-byte aligned): the chunk index is
+// XORed with the row's position in its 8-row atom.
+__device__ __forceinline__ int sw128_offset(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
+
 // ---------------------------------------------------------------- wgmma
 // Shared-memory matrix descriptor for the 128-byte swizzle (the layout TMA
 // writes with CU_TENSOR_MAP_SWIZZLE_128B: rows of 128 bytes, 8-row atoms of
