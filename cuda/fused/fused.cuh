@@ -287,6 +287,12 @@ struct KvWalk {
     }
     init_box(geo, wf, wl, inverse ? 0 : ceil_div(int(p.n_additional), bk));
   }
+  // The forward box's first corner (the origin of its first inner tile):
+  // where the block's first valid row's window begins along each axis.
+  static __device__ __forceinline__ void corner(const Params& p, const BlockTile& bt, int* j0) {
+#pragma unroll
+    for (int a = 0; a < 3; ++a) j0[a] = int(window_in_group(p.axis[a], bt.p0[a], bt.lg[a]).begin);
+  }
   // From the (inverse) windows wf, wl of the block's first and last valid
   // positions per axis, and the number of additional-token tiles.
   __device__ void init_box(const Geo& geo, const IndexRange* wf, const IndexRange* wl, int n_additional_tiles) {

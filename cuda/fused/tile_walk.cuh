@@ -44,8 +44,9 @@ struct MaskTable {
   static constexpr int kBytes = 4 * 3 * kWords * 4;
 
   // Axes unrolled: a run-time index into geo would put it in local memory.
-  static __device__ void build(uint32_t* table, const Geo& geo) {
-    for (int i = threadIdx.x; i < 4 * kWords; i += blockDim.x) {
+  // Built by `threads` threads, of which this is `thread`.
+  static __device__ void build(uint32_t* table, const Geo& geo, int thread = threadIdx.x, int threads = blockDim.x) {
+    for (int i = thread; i < 4 * kWords; i += threads) {
       const int w = i % kWords, l = i / kWords;
 #pragma unroll
       for (int a = 0; a < 3; ++a) {

@@ -82,43 +82,52 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
     mbar_wait(&bars.q_empty, (tiles_done & 1) ^ 1);
     mbar_arrive_expect_tx(&bars.q_full, S::kQBytes);
     load_box<S::kPanels>(smem, &a.q, &bars.q_full, w.h * HD, p, bt, bt.p0, w.b, S::kQPanel);
-    // The walk's setup after the Q load is on its way (the first tile of a
-    // CTA waits for both).
+    const int hk = a.geo.kv_group.div(w.h);
+    // K (kv = 0) or V (kv = 1) of a spatial tile at j0, or of the additional tokens from a0.
+    auto load_tile = [&](int kv, int stage, bool spatial, const int* j0, int a0) {
+      unsigned char* dst = smem + S::kQBytes + (kv * S::kStages + stage) * S::kKVBytes;
+      uint64_t* bar = kv ? &bars.v_full[stage] : &bars.k_full[stage];
+      if (spatial)
+        load_box<S::kPanels>(dst, kv ? &a.v : &a.k, bar, hk * HD, p, bt, j0, w.b, S::kKVPanel);
+      else
+        for (int c = 0; c < S::kPanels; ++c)
+          tma_load_3d(dst + c * S::kKVPanel, kv ? &a.add_v : &a.add_k, bar, hk * HD + 64 * c, a0, w.b);
+    };
+    // The first tile's K goes out before the walk's setup, which delayed the
+    // first S by ~1 us on the 1-D anchor (timeline, docs/performance.md): its
+    // origin is the box's corner. Its barrier gets the byte count now and the
+    // producer's arrival once the header is written.
+    int j0[3];
+    KvWalk::corner(p, bt, j0);
+    mbar_wait(&bars.k_empty[ring.stage], ring.phase ^ 1);
+    mbar_expect_tx(&bars.k_full[ring.stage], S::kKVBytes);
+    load_tile(0, ring.stage, true, j0, 0);
     KvWalk kw;
     kw.init(p, a.geo, bt, kTileKeys);
-    const int hk = a.geo.kv_group.div(w.h);
 
     TileCursor tiles;
     for (int it = 0; it < kw.n_total; ++it) {
       const int stage = ring.stage;
-      unsigned char* sk = smem + S::kQBytes + stage * S::kKVBytes;
-      unsigned char* sv = smem + S::kQBytes + (S::kStages + stage) * S::kKVBytes;
-      mbar_wait(&bars.k_empty[stage], ring.phase ^ 1);
-      int j0[3];
       const bool spatial = it < kw.n_spatial;
       const int a0 = (it - kw.n_spatial) * kTileKeys;  // additional tiles: the first token
       void* header = smem + S::kHeadOff + 16 * stage;
       if (spatial) {
         tiles.origin(a.geo, kw, j0);
         tiles.advance(kw);
+      }
+      if (it > 0) {
+        mbar_wait(&bars.k_empty[stage], ring.phase ^ 1);
+        mbar_expect_tx(&bars.k_full[stage], S::kKVBytes);
+        load_tile(0, stage, spatial, j0, a0);
+      }
+      if (spatial)
         TileHeader::put_spatial(header, a.geo, kw, j0);
-      } else {
+      else
         TileHeader::put_additional(header, kw, a0);
-      }
-      mbar_arrive_expect_tx(&bars.k_full[stage], S::kKVBytes);  // also releases the header
-      if (spatial) {
-        load_box<S::kPanels>(sk, &a.k, &bars.k_full[stage], hk * HD, p, bt, j0, w.b, S::kKVPanel);
-        mbar_wait(&bars.v_empty[stage], ring.phase ^ 1);
-        mbar_arrive_expect_tx(&bars.v_full[stage], S::kKVBytes);
-        load_box<S::kPanels>(sv, &a.v, &bars.v_full[stage], hk * HD, p, bt, j0, w.b, S::kKVPanel);
-      } else {
-        for (int c = 0; c < S::kPanels; ++c)
-          tma_load_3d(sk + c * S::kKVPanel, &a.add_k, &bars.k_full[stage], hk * HD + 64 * c, a0, w.b);
-        mbar_wait(&bars.v_empty[stage], ring.phase ^ 1);
-        mbar_arrive_expect_tx(&bars.v_full[stage], S::kKVBytes);
-        for (int c = 0; c < S::kPanels; ++c)
-          tma_load_3d(sv + c * S::kKVPanel, &a.add_v, &bars.v_full[stage], hk * HD + 64 * c, a0, w.b);
-      }
+      mbar_arrive(&bars.k_full[stage]);  // releases the header
+      mbar_wait(&bars.v_empty[stage], ring.phase ^ 1);
+      mbar_arrive_expect_tx(&bars.v_full[stage], S::kKVBytes);
+      load_tile(1, stage, spatial, j0, a0);
       ring.advance();
     }
     ++tiles_done;
@@ -128,6 +137,7 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
 // Named barrier ids: 0 is __syncthreads, 1 and 2 the consumers' turns.
 constexpr int kBarStageFree = 3;  // both consumers finished their work item's MMAs
 constexpr int kBarStaged = 4;     // + consumer: its rows of O are in shared memory
+constexpr int kBarSetUp = 6;      // the mbarriers and the mask table are initialized
 
 // Named barriers ordering the two consumers' MMA issue (ping-pong): a
 // consumer waits for its turn, issues its MMAs, then hands the turn over, so
@@ -155,6 +165,18 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
 
   Ring<S::kStages> cur, prv;  // stage of this step's K, and of the previous step's V
   uint32_t tiles_done = 0;
+  // Thread 0's TMA store of the last item's rows may still read this V
+  // stage: it waits for the read, and releases the stage, only once the
+  // next item's first S is issued (the wait held its warp, and with it the
+  // consumer's next MMAs, ~0.3 us per item on the 1-D anchor).
+  int store_reads = -1;
+  auto release_staged = [&]() {
+    if (store_reads >= 0) {
+      bulk_wait_read();
+      mbar_arrive(&bars.v_empty[store_reads]);
+      store_reads = -1;
+    }
+  };
   if (a.pingpong && cw == 1) turn_pass(cw);  // consumer 0 issues first
   for_each_item(p, a.geo, a.items, [&](const Item& w, const BlockTile& bt) {
     // This thread's two rows: their validity and per-axis windows.
@@ -300,6 +322,7 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
       begin_turn();
       issue_qk(s);
       end_turn();
+      release_staged();
       wgmma_wait<0>();
       fence_regs<NS>(s);
       mbar_arrive(&bars.k_empty[cur.stage]);
@@ -365,9 +388,10 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
         for (int ax = 0; ax < 3; ++ax) pos0[ax] = bt.p0[ax] + (ax == a.half_axis ? cw * (a.geo.t[ax] / 2) : 0);
         store_box<S::kPanels>(sv_last + 64 * cw * 128, &a.out, w.h * HD, p, bt, pos0, w.b, S::kKVPanel);
         bulk_commit();
-        bulk_wait_read();  // the stage goes back to the producer below
+        store_reads = prv.stage;
+      } else {
+        mbar_arrive(&bars.v_empty[prv.stage]);
       }
-      mbar_arrive(&bars.v_empty[prv.stage]);
     } else {
       mbar_arrive(&bars.v_empty[prv.stage]);
       store_rows<T, HD>(o, inv, lane, [&](int r) -> T* {
@@ -379,6 +403,7 @@ __device__ void consume(const FwdArgs& a, unsigned char* smem, Barriers& bars, i
     ++tiles_done;
   });
   if (a.pingpong && cw == 0) turn_wait(cw);  // consumes consumer 1's last hand-over, so no arrival is left pending
+  release_staged();  // shared memory must outlive the last store's reads
 }
 
 template <class T, int HD>
@@ -392,12 +417,14 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const __grid_const
   static_assert(sizeof(Barriers) <= S::kBarrierBytes);
   static_assert(S::kStages <= 5, "Barriers holds 5 stages");
   static_assert(S::kSmemBytes <= 227 * 1024);
-  MaskTable<kTileKeys>::build(reinterpret_cast<uint32_t*>(smem + S::kMaskOff), a.geo);
-
   // Broadcast from lane 0 so the compiler sees a warp-uniform role: wgmma in
   // a path it considers divergent gets serialized (ptxas C7520).
   const int wg = __shfl_sync(0xffffffffu, int(threadIdx.x / 128), 0);
   if (threadIdx.x == 0) {
+    // The descriptors' fetch overlaps the set-up (the first loads wait for it).
+    tma_prefetch_map(&a.q);
+    tma_prefetch_map(&a.k);
+    tma_prefetch_map(&a.v);
     mbar_init(&bars.q_full, 1);
     mbar_init(&bars.q_empty, 128 * kConsumers);
     for (int s = 0; s < S::kStages; ++s) {
@@ -408,17 +435,16 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const __grid_const
     }
     mbar_init_fence();
   }
-  __syncthreads();
-
+  // The producer's thread issues its first loads at once; the consumers
+  // wait for the barriers' initialization and build the mask table.
   if (wg == 0) {
+    if (threadIdx.x < 32) named_bar_arrive(kBarSetUp, 128 * kConsumers + 32);
     regs_dealloc<24>();  // the producer thread fits (no spills since the window rule runs in 32 bits)
-    if (threadIdx.x == 0) {
-      tma_prefetch_map(&a.q);
-      tma_prefetch_map(&a.k);
-      tma_prefetch_map(&a.v);
-      produce<T, HD>(a, smem, bars);
-    }
+    if (threadIdx.x == 0) produce<T, HD>(a, smem, bars);
   } else {
+    MaskTable<kTileKeys>::build(reinterpret_cast<uint32_t*>(smem + S::kMaskOff), a.geo, threadIdx.x - 128,
+                                128 * kConsumers);
+    named_bar_sync(kBarSetUp, 128 * kConsumers + 32);
     regs_alloc<240>();  // 128 x 24 + 256 x 240 = 64512: Q in registers needs them (232 spills)
     consume<T, HD>(a, smem, bars, wg - 1);
   }

@@ -10,6 +10,8 @@
 #
 #   VARS="var0 var1" TESTS="var1:tests/test_hopper.py" MEMCHECK="var1" ROUNDS=3 CASES=1d,2d,3d \
 #     bash scripts/ab/ab.sh
+# TIME_VARS (default VARS) names the builds that are timed: others are only
+# built, for commands run after this script (e.g. instrumented variants).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUTD=${OUT:-/tmp/ab}; mkdir -p "$OUTD"
@@ -36,7 +38,7 @@ for V in ${MEMCHECK:-}; do
       --error-exitcode 1 python3 scripts/memcheck_cases.py hopper 2>&1 | tail -n 3 | sed "s/^/memcheck $V: /" )
 done
 for r in $(seq 1 ${ROUNDS:-3}); do
-  for V in $VARS; do
+  for V in ${TIME_VARS:-$VARS}; do
     PYTHONPATH=/tmp/ab-inst-${V%%+*} python3 scripts/ab/time.py "$V" "$r" "${CASES:-1d,2d,3d}" >>"$OUTD/ab.jsonl" 2>>"$OUTD/ab.err" \
       || echo "time.py $V round $r failed"
   done
