@@ -46,31 +46,50 @@ def axis_windows(length, kernel, stride, dilation):
     return first, count
 
 
-def timeit(torch, fn, reps, warmup, graphs=True):
-    """Median ms of fn. With graphs, fn is captured once in a CUDA graph and
-    the replays are timed, so host-side launch overhead (Python, dispatch)
-    is left out for every implementation alike; falls back to eager calls
-    when capture fails. Returns (ms, captured)."""
+# A GPU-side sleep queued before each repetition's start event (cycles: ~50 us).
+SLEEP_CYCLES = 100_000
+
+
+def timeit(torch, fns, reps, warmup, graphs=True):
+    """Median ms of one call. fns: the call, or the same call on several input
+    sets (input_sets), which the repetitions take in turn so that inputs the
+    L2 cache could hold are not timed from it. With graphs, each is captured
+    once in a CUDA graph and the replays are timed, so host-side launch
+    overhead (Python, dispatch) is left out for every implementation alike;
+    falls back to eager calls when capture fails. Each repetition first
+    queues a short GPU sleep, so that the start event is recorded while the
+    GPU is busy: recorded on an idle GPU, the event pair also timed the
+    host's submission of the replay (3-4 us, 5% of the 1-D anchor's
+    forward; docs/performance.md, hopper session 21). Returns (ms, captured)."""
+    if callable(fns):
+        fns = [fns]
     for _ in range(warmup):
-        fn()
+        for fn in fns:
+            fn()
     torch.cuda.synchronize()
     captured = False
     if graphs:
         try:
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                fn()
-            graph.replay()
+            replays = []
+            for fn in fns:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    fn()
+                graph.replay()
+                replays.append(graph.replay)
             torch.cuda.synchronize()
-            fn, captured = graph.replay, True
+            fns, captured = replays, True
         except Exception:  # noqa: BLE001 - not capturable: time eager calls
             torch.cuda.synchronize()
+    sleep = getattr(torch.cuda, "_sleep", None)
     times = []
-    for _ in range(reps):
+    for i in range(reps):
         a = torch.cuda.Event(enable_timing=True)
         b = torch.cuda.Event(enable_timing=True)
+        if sleep is not None:
+            sleep(SLEEP_CYCLES)
         a.record()
-        fn()
+        fns[i % len(fns)]()
         b.record()
         b.synchronize()
         times.append(a.elapsed_time(b))
@@ -78,13 +97,21 @@ def timeit(torch, fn, reps, warmup, graphs=True):
     return times[len(times) // 2], captured
 
 
-def flex_peer(torch, record, results, spatial, kernel, stride, dil, qkv, qkv_grad, dot):
-    """Times torch FlexAttention (compiled) with a neighborhood block mask built from the window rule."""
+def input_sets(torch, set_bytes):
+    """How many input sets the timings rotate through: together at least twice
+    the L2 cache, so that each call reads its inputs from device memory
+    (repeated calls on one buffer would time the cache: the 1-D anchor's q, k
+    and v take 24 MB, an H100's L2 50 MB)."""
+    l2 = getattr(torch.cuda.get_device_properties(torch.cuda.current_device()), "L2_cache_size", 0) or 50 * 2**20
+    return max(1, math.ceil(2 * l2 / set_bytes))
+
+
+def flex_peer(torch, record, results, spatial, kernel, stride, dil, dense_sets):
+    """Times torch FlexAttention (compiled) with a neighborhood block mask built from the window rule.
+    dense_sets: per input set (q, k, v, do) as [B, H, N, D] and (q, k, v) leaves requiring grad."""
     dev = "cuda"
     rank = len(spatial)
     N = math.prod(spatial)
-    qt, kt, vt = qkv
-    qg, kg, vg = qkv_grad
     try:
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
         firsts, counts = [], []
@@ -109,14 +136,13 @@ def flex_peer(torch, record, results, spatial, kernel, stride, dil, qkv, qkv_gra
         flex = torch.compile(flex_attention, dynamic=False)
         results["_flex_mask_s"] = time.time() - t0
 
-        def fwd():
-            return flex(qt, kt, vt, block_mask=bm)
+        def fwd(dense, leaves):
+            return lambda: flex(*dense[:3], block_mask=bm)
 
-        def fwdbwd():
-            o = flex(qg, kg, vg, block_mask=bm)
-            return torch.autograd.grad(o, (qg, kg, vg), dot)
+        def fwdbwd(dense, leaves):
+            return lambda: torch.autograd.grad(flex(*leaves, block_mask=bm), leaves, dense[3])
 
-        record("flex", fwd, fwdbwd)
+        record("flex", [fwd(*d) for d in dense_sets], [fwdbwd(*d) for d in dense_sets])
     except Exception as e:  # noqa: BLE001
         results["flex"] = {"error": f"{type(e).__name__}: {str(e)[:160]}"}
 
@@ -130,23 +156,27 @@ def run_case(name, args, torch, nhood):
     dtype = getattr(torch, args.dtype)
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)
-    q, k, v, do = (torch.randn(B, *spatial, H, D, device=dev, dtype=dtype, generator=g) for _ in range(4))
-    results = {}
+    n_sets = input_sets(torch, 3 * B * N * H * D * torch.finfo(dtype).bits // 8)
+    sets = [tuple(torch.randn(B, *spatial, H, D, device=dev, dtype=dtype, generator=g) for _ in range(4))
+            for _ in range(n_sets)]  # (q, k, v, do) each
+    results = {"_input_sets": n_sets}
     reps, warm = (5, 2) if args.quick else (20, 5)
+    reps = max(reps, 2 * n_sets)  # each set at least twice
 
-    def record(impl, fwd, fwdbwd):
+    def record(impl, fwds, fwdbwds):
+        """Times one implementation; fwds / fwdbwds: its calls, one per input set."""
         if args.impls and not any(sel in impl for sel in args.impls.split(",")):
             return
         try:
-            f, cap = timeit(torch, fwd, reps, warm, not args.eager)
+            f, cap = timeit(torch, fwds, reps, warm, not args.eager)
         except Exception as e:  # noqa: BLE001 - a peer may not support the case
             results[impl] = {"error": f"{type(e).__name__}: {str(e)[:120]}"}
             torch.cuda.empty_cache()
             return
         r = {"fwd_ms": f, "fwd_tflops": flops / f / 1e9, "cuda_graph": cap}
-        if fwdbwd is not None and not args.no_backward:
+        if fwdbwds is not None and not args.no_backward:
             try:
-                fb, _ = timeit(torch, fwdbwd, reps, warm, not args.eager)
+                fb, _ = timeit(torch, fwdbwds, reps, warm, not args.eager)
                 r.update(fwdbwd_ms=fb, fwdbwd_tflops=3.5 * flops / fb / 1e9)
             except Exception as e:  # noqa: BLE001
                 r["bwd_error"] = f"{type(e).__name__}: {str(e)[:120]}"
@@ -160,35 +190,43 @@ def run_case(name, args, torch, nhood):
         if backend == "naive" and (args.quick or B * H * N * window * 4 > 2**32):
             continue  # materializes weights: too slow/large at anchor sizes
 
-        def fwd(backend=backend):
-            return na(q, k, v, **win, backend=backend)
+        def fwd(q, k, v, do, backend=backend):
+            return lambda: na(q, k, v, **win, backend=backend)
 
-        def fwdbwd(backend=backend):
-            o, lse = na(q, k, v, **win, backend=backend, return_lse=True)
-            return na_bwd(q, k, v, o, lse, do, **win, backend=backend)
+        def fwdbwd(q, k, v, do, backend=backend):
+            def call():
+                o, lse = na(q, k, v, **win, backend=backend, return_lse=True)
+                return na_bwd(q, k, v, o, lse, do, **win, backend=backend)
+            return call
 
-        record(f"nhood-{backend}", fwd, fwdbwd)
+        record(f"nhood-{backend}", [fwd(*x) for x in sets], [fwdbwd(*x) for x in sets])
 
-    # Dense SDPA peers, [B, H, N, D].
+    # Dense SDPA peers, [B, H, N, D]; per input set its tensors and leaves requiring grad.
     from torch.nn.attention import SDPBackend, sdpa_kernel
     import torch.nn.functional as F
-    qt, kt, vt, dot = (x.reshape(B, N, H, D).transpose(1, 2).contiguous() for x in (q, k, v, do))
-    qg, kg, vg = (x.detach().clone().requires_grad_(True) for x in (qt, kt, vt))
+    dense_sets = []
+    for x in sets:
+        dense = tuple(t.reshape(B, N, H, D).transpose(1, 2).contiguous() for t in x)
+        dense_sets.append((dense, tuple(t.detach().clone().requires_grad_(True) for t in dense[:3])))
     for label, be in (("sdpa-cudnn", SDPBackend.CUDNN_ATTENTION), ("sdpa-flash", SDPBackend.FLASH_ATTENTION)):
-        def fwd(be=be):
-            with sdpa_kernel(be):
-                return F.scaled_dot_product_attention(qt, kt, vt)
+        def fwd(dense, leaves, be=be):
+            def call():
+                with sdpa_kernel(be):
+                    return F.scaled_dot_product_attention(*dense[:3])
+            return call
 
-        def fwdbwd(be=be):
-            with sdpa_kernel(be):
-                o = F.scaled_dot_product_attention(qg, kg, vg)
-            return torch.autograd.grad(o, (qg, kg, vg), dot)
+        def fwdbwd(dense, leaves, be=be):
+            def call():
+                with sdpa_kernel(be):
+                    o = F.scaled_dot_product_attention(*leaves)
+                return torch.autograd.grad(o, leaves, dense[3])
+            return call
 
-        record(label, fwd, fwdbwd)
+        record(label, [fwd(*d) for d in dense_sets], [fwdbwd(*d) for d in dense_sets])
 
     # FlexAttention with a neighborhood block mask (compiling it takes a while: skipped unless selected).
     if not args.impls or "flex" in args.impls:
-        flex_peer(torch, record, results, spatial, kernel, stride, dil, (qt, kt, vt), (qg, kg, vg), dot)
+        flex_peer(torch, record, results, spatial, kernel, stride, dil, dense_sets)
     for key in ("fwd_ms", "fwdbwd_ms"):
         for peer, tag in (("sdpa-cudnn", "cudnn"), ("flex", "flex")):
             base = results.get(peer, {}).get(key)
