@@ -26,13 +26,20 @@ inline void row_shifts(const int* shape, int* sh) {
   sh[2] = 0, sh[1] = log2i(shape[2]), sh[0] = log2i(shape[2] * shape[1]);
 }
 inline int64_t group_len_max(const AxisWindow& a) { return (a.length + a.dilation - 1) / a.dilation; }
-// Extent along axis a of the neighborhood box of a block tile t[a] long.
-inline int64_t box_extent(const AxisWindow& a, int t) { return std::min<int64_t>(a.kernel + t - 1, group_len_max(a)); }
+// Extent bound along axis a of the union of the windows of n consecutive
+// group positions (the neighborhood box of a block tile n long): window
+// starts are non-decreasing and differ by at most (n - 1) + (stride - 1)
+// (stride groups share a leader), ends are starts + k (causal: ends <= last
+// position + 1).
+inline int64_t window_union_extent(const AxisWindow& a, int n) {
+  return std::min<int64_t>(a.kernel + n - 1 + a.stride - 1, group_len_max(a));
+}
 
-// Block tile: 64 tokens as a box, doubling the axis whose neighborhood box
-// grows least (relative to its kernel), never past the group length. Ties go
-// to the innermost axis, or with `slow_ties` to the outermost (for the hopper
-// backward, which picks between the two: half_block_tiles below).
+// Block tile: `total` tokens as a box, doubling the axis whose neighborhood
+// box (the union of its rows' windows, strides included) grows least, never
+// past the group length. Ties go to the innermost axis, or with `slow_ties`
+// to the outermost (for the hopper backward, which picks between the two:
+// half_block_tiles below).
 inline void block_tile(const Params& p, int total, int* t, bool slow_ties = false) {
   t[0] = t[1] = t[2] = 1;
   for (int step = 0; step < log2i(total); ++step) {
@@ -41,8 +48,7 @@ inline void block_tile(const Params& p, int total, int* t, bool slow_ties = fals
     for (int i = 0; i < 3; ++i) {
       const int a = slow_ties ? i : 2 - i;
       if (2 * t[a] > next_pow2(group_len_max(p.axis[a]))) continue;
-      const double k = p.axis[a].kernel;
-      const double growth = (k + 2.0 * t[a] - 1) / (k + t[a] - 1);
+      const double growth = double(window_union_extent(p.axis[a], 2 * t[a])) / window_union_extent(p.axis[a], t[a]);
       if (best < 0 || growth < best_growth) best = a, best_growth = growth;
     }
     if (best < 0) best = 2;  // tiny problem: padding rows
@@ -108,7 +114,7 @@ inline Geo make_geo(const Params& p, int block_total, int inner_total, bool back
   block_tile(p, block_total, g.t, slow_ties);
   int64_t e[3], k[3];
   for (int a = 0; a < 3; ++a) {
-    e[a] = box_extent(p.axis[a], g.t[a]);
+    e[a] = window_union_extent(p.axis[a], g.t[a]);
     k[a] = p.axis[a].kernel;
   }
   inner_tile(e, k, inner_total, g.u);
@@ -152,28 +158,19 @@ inline int64_t half_block_tiles(const Params& p, const Geo& g) {
   const int split = half_axis(g);
   int64_t need = 1;
   for (int a = 0; a < 3; ++a) {
-    const int64_t k = p.axis[a].kernel;
-    const int64_t e = box_extent(p.axis[a], g.t[a]);
+    const int64_t e = window_union_extent(p.axis[a], g.t[a]);
     const int64_t n = (e + g.u[a] - 1) / g.u[a];
     int64_t most = n;
     if (a == split && g.t[a] > 1) {
       most = 0;
-      for (int h = 0; h < 2; ++h) {  // the half's windows cover [lo, lo + k + t/2 - 1) of the box
-        const int64_t lo = h * g.t[a] / 2, hi = std::min(e, lo + k + g.t[a] / 2 - 1);
+      for (int h = 0; h < 2; ++h) {  // the half's windows cover about [lo, lo + their union's extent) of the box
+        const int64_t lo = h * g.t[a] / 2, hi = std::min(e, lo + window_union_extent(p.axis[a], g.t[a] / 2));
         most = std::max(most, (hi + g.u[a] - 1) / g.u[a] - lo / g.u[a]);
       }
     }
     need *= most;
   }
   return need;
-}
-
-// Extent bound along axis a of the union of the windows of n consecutive
-// group positions: window starts are non-decreasing and differ by at most
-// (n - 1) + (stride - 1) (stride groups share a leader), ends are starts + k
-// (causal: ends <= last position + 1).
-inline int64_t window_union_extent(const AxisWindow& a, int n) {
-  return std::min<int64_t>(a.kernel + n - 1 + a.stride - 1, group_len_max(a));
 }
 
 // Sets up the small-window forward (small.cuh) on top of a forward geometry
