@@ -95,6 +95,9 @@ struct Geo {
   FastDiv kv_group;        // heads / heads_kv (query heads per KV head)
   int n_spatial_blocks;    // tiles[0] * tiles[1] * tiles[2]
   int u[3];                // inner tile shape (product BK or 64)
+  // The hopper forward starts each box's walk at its tile holding the first
+  // multiple of 2^walk_shift[a] (TileCursor::start); 0: at the box's corner.
+  int walk_shift[3];
   int ush[3];
   int add_tiles_per_group[3];  // dK/dV additional mode: u-tiles per group per axis
   // Small-window forward: a block row r belongs to warp tile r >> 4 (grid
@@ -286,12 +289,6 @@ struct KvWalk {
                       : window_in_group(p.axis[a], bt.pend[a] - 1, bt.lg[a]);
     }
     init_box(geo, wf, wl, inverse ? 0 : ceil_div(int(p.n_additional), bk));
-  }
-  // The forward box's first corner (the origin of its first inner tile):
-  // where the block's first valid row's window begins along each axis.
-  static __device__ __forceinline__ void corner(const Params& p, const BlockTile& bt, int* j0) {
-#pragma unroll
-    for (int a = 0; a < 3; ++a) j0[a] = int(window_in_group(p.axis[a], bt.p0[a], bt.lg[a]).begin);
   }
   // From the (inverse) windows wf, wl of the block's first and last valid
   // positions per axis, and the number of additional-token tiles.

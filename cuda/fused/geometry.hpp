@@ -118,6 +118,8 @@ inline Geo make_geo(const Params& p, int block_total, int inner_total, bool back
     k[a] = p.axis[a].kernel;
   }
   inner_tile(e, k, inner_total, g.u);
+  for (int a = 0; a < 3; ++a)  // the largest power of two <= k: a non-causal box (>= k positions) holds a multiple
+    g.walk_shift[a] = p.axis[a].causal || k[a] < g.u[a] ? 0 : log2i(int(k[a]) + 1) - 1;
   row_shifts(g.t, g.tsh);
   row_shifts(g.u, g.ush);
   g.n_spatial_blocks = 1;

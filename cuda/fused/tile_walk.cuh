@@ -14,6 +14,23 @@ namespace nhood::fused {
 // per query head), without KvWalk::origin's divisions.
 struct TileCursor {
   int i[3] = {0, 0, 0};
+  // Starts a forward walk at the box's tile holding the first multiple of
+  // 2^geo.walk_shift[a] along each axis (a power of two no larger than the
+  // window, so every box holds one), and returns that tile's origin: CTAs
+  // whose boxes overlap then load the same tiles first, not one each (the
+  // 1-D anchor's 132 CTAs began with 8.4 MB of distinct K and V reads, from
+  // device memory when L2 is cold). Needs only the block's first row's
+  // window, so a producer can issue the first load before its KvWalk exists.
+  __device__ __forceinline__ void start(const Params& p, const Geo& geo, const BlockTile& bt, int* j0) {
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+      const int kb = int(window_in_group(p.axis[a], bt.p0[a], bt.lg[a]).begin);
+      const int s = geo.walk_shift[a];
+      const int anchor = ((kb + (1 << s) - 1) >> s) << s;
+      i[a] = (anchor - kb) >> (__ffs(geo.u[a]) - 1);
+      j0[a] = kb + i[a] * geo.u[a];
+    }
+  }
   __device__ __forceinline__ void origin(const Geo& geo, const KvWalk& kw, int* j0) const {
 #pragma unroll
     for (int a = 0; a < 3; ++a) j0[a] = kw.kb[a] + i[a] * geo.u[a];

@@ -94,18 +94,18 @@ __device__ void produce(const FwdArgs& a, unsigned char* smem, Barriers& bars) {
           tma_load_3d(dst + c * S::kKVPanel, kv ? &a.add_v : &a.add_k, bar, hk * HD + 64 * c, a0, w.b);
     };
     // The first tile's K goes out before the walk's setup, which delayed the
-    // first S by ~1 us on the 1-D anchor (timeline, docs/performance.md): its
-    // origin is the box's corner. Its barrier gets the byte count now and the
-    // producer's arrival once the header is written.
+    // first S by ~1 us on the 1-D anchor (timeline, docs/performance.md). Its
+    // barrier gets the byte count now and the producer's arrival once the
+    // header is written.
     int j0[3];
-    KvWalk::corner(p, bt, j0);
+    TileCursor tiles;
+    tiles.start(p, a.geo, bt, j0);
     mbar_wait(&bars.k_empty[ring.stage], ring.phase ^ 1);
     mbar_expect_tx(&bars.k_full[ring.stage], S::kKVBytes);
     load_tile(0, ring.stage, true, j0, 0);
     KvWalk kw;
     kw.init(p, a.geo, bt, kTileKeys);
 
-    TileCursor tiles;
     for (int it = 0; it < kw.n_total; ++it) {
       const int stage = ring.stage;
       const bool spatial = it < kw.n_spatial;
