@@ -1,8 +1,9 @@
 """python -m nhood.bench: nhood's GPU backends against their peers, in one process.
 
 Named cases (DESIGN section 8 anchors, fp16 by default). For each case and
-implementation: forward ms, forward+backward ms (CUDA events, warm-up,
-median), effective TFLOP/s (4 * B * H * N * |window| * D for the forward,
+implementation: forward ms, forward+backward ms (CUDA events around graph
+replays, each behind a GPU sleep; warm-up; median; input sets rotated where
+one would fit in L2), effective TFLOP/s (4 * B * H * N * |window| * D for the forward,
 3.5x that for forward+backward), and speedups vs cuDNN dense SDPA and vs
 FlexAttention with a neighborhood block mask. Table on stdout, JSON with --json.
 
