@@ -159,6 +159,42 @@ def test_hopper_output_layouts_agree(case):
     assert rel_err(host(packed), ref_out) <= TOL
 
 
+@pytest.mark.parametrize("mode", ["single", "two-pass"])
+def test_hopper_backward_grad_layouts_agree(mode, monkeypatch):
+    """The backward writes dK, dV (and the two passes' dQ) as element pairs,
+    the single pass's dQ conversion 8 elements at a time where rows allow
+    16-byte stores, else as pairs: grads into views with padded rows (strides
+    not a multiple of 8 elements) take the pair paths, and agree with packed
+    grads (bit for bit, but for the single pass's dQ, summed by reductions
+    whose order varies) and with the reference. The public API always
+    allocates packed grads, so the native call is made directly."""
+    from nhood import _args, _arrays, _core
+    from nhood.functional import _window
+    monkeypatch.setenv("NHOOD_HOPPER_SINGLE_PASS", "1" if mode == "single" else "0")
+    arrays, win = problem("2d", seed=11)
+    q, k, v, do = (dev(arrays[n], "float16") for n in ("q", "k", "v", "do"))
+    out, lse = nhood.na2d(q, k, v, **win, return_lse=True, backend="hopper")
+    packed = nhood.na2d_backward(q, k, v, out, lse, do, **win, backend="hopper")
+    padded = [torch.full((*x.shape[:-1], x.shape[-1] + 2), float("nan"), dtype=x.dtype, device="cuda")[..., :x.shape[-1]]
+              for x in (q, k, v)]
+    lib = _arrays.adapter(q)
+    kernel, strides, dilations, causal = _window(2, win["kernel_size"], win["stride"], win["dilation"], win["is_causal"])
+    _core.backward(q, k, v, out, lse, do, *padded, None, None, None, None, 2, kernel, strides, dilations, causal,
+                   _args.scale_arg(None), _args.backend_arg("hopper"), lib.stream(q), False)
+    torch.cuda.synchronize()
+    assert not any(torch.isnan(x).any() for x in padded)
+    want = nhood.na2d_backward(q, k, v, out, lse, do, **win, backend="fused")
+    assert not torch.equal(padded[1], want[1])  # the hopper kernels ran, not the fused fallback
+    assert torch.equal(padded[1], packed[1]) and torch.equal(padded[2], packed[2])
+    if mode == "single":
+        assert rel_err(host(padded[0]), host(packed[0])) <= 1e-3
+    else:
+        assert torch.equal(padded[0], packed[0])
+    refs = ref.backward(host(q), host(k), host(v), host(do), **win)
+    for name, g_, r in zip(("dq", "dk", "dv"), padded, refs):
+        assert rel_err(host(g_), r) <= 2 * TOL, name
+
+
 def test_hopper_packed_qkv_views():
     rng = np.random.default_rng(1)
     qkv = torch.from_numpy(rng.standard_normal((2, 18, 21, 3, 2, 64))).half().cuda()
