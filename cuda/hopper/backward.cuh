@@ -51,6 +51,9 @@ namespace nhood::hopper {
 constexpr int kBwdBlockRows = 128;  // block tile: two consumer warpgroups x 64 rows
 constexpr int kBwdRingRows = 64;    // tokens per streamed ring tile
 constexpr int kBwdThreads = 384;    // producer warpgroup + two consumers
+// FuseDq's named barriers (0 is __syncthreads).
+constexpr int kBarDsWritten = 1;    // both consumers' dS panels written, both dQ staging tiles free
+constexpr int kBarDqStaged = 2;     // + consumer: its dQ tile is in shared memory
 
 template <int HD, bool KeyMajor, bool FuseDq = false>
 struct BwdShape {
@@ -419,7 +422,7 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
         }
         fence_proxy_async();
         if (t == 0) bulk_wait_read();  // this consumer's staging tile has been read by its last reduction
-        named_bar_sync(1, 256);        // both dS panels written, both staging tiles free
+        named_bar_sync(kBarDsWritten, 256);
         dq_panel = HD == 128 ? (cw + ds_buf) & 1 : 0;
         dq_mine = HD == 128 || __all_sync(0xffffffffu, ds_buf == cw);
         if (dq_mine) {
@@ -455,7 +458,7 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
                      dq[4 * i + 2 * h], dq[4 * i + 2 * h + 1]);
             }
           fence_proxy_async();
-          named_bar_sync(2 + cw, 128);
+          named_bar_sync(kBarDqStaged + cw, 128);
           if (t == 0) {
             const int head = wk.ring_head(w.h, G, j);
 #pragma unroll
