@@ -53,6 +53,12 @@ def host(x):
     return x.float().cpu().numpy().astype(np.float64)
 
 
+def padded_like(x):
+    """A NaN-filled view shaped like x whose rows are padded by two elements
+    (token strides not a multiple of 16 bytes: no tensor map, no 16-byte stores)."""
+    return torch.full((*x.shape[:-1], x.shape[-1] + 2), float("nan"), dtype=x.dtype, device="cuda")[..., :x.shape[-1]]
+
+
 def problem(case, seed, batch=2):
     spatial, kernel, stride, dil, causal, h, hkv, d, n_add = CASES[case]
     rng = np.random.default_rng(seed)
@@ -149,7 +155,7 @@ def test_hopper_output_layouts_agree(case):
     rank = len(win["kernel_size"])
     q, k, v, ak, av = (dev(arrays[n], "float16") for n in ("q", "k", "v", "ak", "av"))
     packed = torch.full_like(q, float("nan"))
-    padded = torch.full((*q.shape[:-1], q.shape[-1] + 2), float("nan"), dtype=q.dtype, device="cuda")[..., :q.shape[-1]]
+    padded = padded_like(q)
     for out in (packed, padded):
         NA[rank](q, k, v, **win, additional_keys=ak, additional_values=av, backend="hopper", out=out)
     assert not torch.isnan(padded).any()
@@ -175,8 +181,7 @@ def test_hopper_backward_grad_layouts_agree(mode, monkeypatch):
     q, k, v, do = (dev(arrays[n], "float16") for n in ("q", "k", "v", "do"))
     out, lse = nhood.na2d(q, k, v, **win, return_lse=True, backend="hopper")
     packed = nhood.na2d_backward(q, k, v, out, lse, do, **win, backend="hopper")
-    padded = [torch.full((*x.shape[:-1], x.shape[-1] + 2), float("nan"), dtype=x.dtype, device="cuda")[..., :x.shape[-1]]
-              for x in (q, k, v)]
+    padded = [padded_like(x) for x in (q, k, v)]
     lib = _arrays.adapter(q)
     kernel, strides, dilations, causal = _window(2, win["kernel_size"], win["stride"], win["dilation"], win["is_causal"])
     _core.backward(q, k, v, out, lse, do, *padded, None, None, None, None, 2, kernel, strides, dilations, causal,
