@@ -69,26 +69,38 @@ inline int64_t inside_tiles(int64_t e, int64_t k, int u) {
 // tiles inside every row's window (they skip the mask: the box of an
 // interior 8x16 block with 80x80 windows has 55% of its 8x16 tiles inside,
 // 27% of its 4x32 tiles; the squarer tiles also fit the smaller boxes at the
-// borders); then the longer innermost (contiguous) extent.
-inline void inner_tile(const int64_t* e, const int64_t* k, int total, int* u) {
+// borders); then the longer innermost (contiguous) extent. With
+// `slack_pct`, tiles up to that many percent more padded than the least
+// compete on the mask-free count too (the hopper backward: see
+// backward_geometry in cuda/hopper/backend.cu).
+inline void inner_tile(const int64_t* e, const int64_t* k, int total, int* u, int slack_pct = 0) {
   const int lt = log2i(total);
-  int64_t best = -1, best_inside = -1;
+  struct Shape {
+    int s[3];
+    int64_t cost, inside;
+  } shapes[64];
+  int n = 0;
+  int64_t least = -1;
   for (int a = 0; a <= lt; ++a)
     for (int b = 0; a + b <= lt; ++b) {
-      const int c = lt - a - b;
-      const int s[3] = {1 << a, 1 << b, 1 << c};
-      int64_t cost = 1, inside = 1;
+      Shape& sh = shapes[n++];
+      sh.s[0] = 1 << a, sh.s[1] = 1 << b, sh.s[2] = 1 << (lt - a - b);
+      sh.cost = 1, sh.inside = 1;
       for (int i = 0; i < 3; ++i) {
-        cost *= (e[i] + s[i] - 1) / s[i] * s[i];
-        inside *= inside_tiles(e[i], std::min(k[i], e[i]), s[i]);
+        sh.cost *= (e[i] + sh.s[i] - 1) / sh.s[i] * sh.s[i];
+        sh.inside *= inside_tiles(e[i], std::min(k[i], e[i]), sh.s[i]);
       }
-      const bool better = best < 0 || cost < best ||
-                          (cost == best && (inside > best_inside || (inside == best_inside && s[2] > u[2])));
-      if (better) {
-        best = cost, best_inside = inside;
-        u[0] = s[0], u[1] = s[1], u[2] = s[2];
-      }
+      if (least < 0 || sh.cost < least) least = sh.cost;
     }
+  const Shape* best = nullptr;
+  for (int i = 0; i < n; ++i) {
+    const Shape& sh = shapes[i];
+    if (100 * sh.cost > (100 + slack_pct) * least) continue;
+    if (!best || sh.inside > best->inside || (sh.inside == best->inside && sh.cost < best->cost) ||
+        (sh.inside == best->inside && sh.cost == best->cost && sh.s[2] > best->s[2]))
+      best = &sh;
+  }
+  u[0] = best->s[0], u[1] = best->s[1], u[2] = best->s[2];
 }
 
 inline bool aligned(const void* ptr, const int64_t* strides, int n) {
@@ -109,7 +121,8 @@ inline bool vec_ok(const TokenOperand& o) {
 }
 
 // inner_total: keys per inner tile (forward/dQ) or queries (dK/dV).
-inline Geo make_geo(const Params& p, int block_total, int inner_total, bool backward_ops, bool slow_ties = false) {
+inline Geo make_geo(const Params& p, int block_total, int inner_total, bool backward_ops, bool slow_ties = false,
+                    int slack_pct = 0) {
   Geo g{};
   block_tile(p, block_total, g.t, slow_ties);
   int64_t e[3], k[3];
@@ -117,7 +130,7 @@ inline Geo make_geo(const Params& p, int block_total, int inner_total, bool back
     e[a] = window_union_extent(p.axis[a], g.t[a]);
     k[a] = p.axis[a].kernel;
   }
-  inner_tile(e, k, inner_total, g.u);
+  inner_tile(e, k, inner_total, g.u, slack_pct);
   for (int a = 0; a < 3; ++a)  // the largest power of two <= k: a non-causal box (>= k positions) holds a multiple
     g.walk_shift[a] = p.axis[a].causal || k[a] < g.u[a] ? 0 : log2i(int(k[a]) + 1) - 1;
   row_shifts(g.t, g.tsh);
