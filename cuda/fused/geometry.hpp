@@ -78,7 +78,7 @@ inline void inner_tile(const int64_t* e, const int64_t* k, int total, int* u, in
   struct Shape {
     int s[3];
     int64_t cost, inside;
-  } shapes[64];
+  } shapes[66];  // (lt + 1)(lt + 2) / 2 shapes: totals up to 2^10 (the kernels' are at most 128)
   int n = 0;
   int64_t least = -1;
   for (int a = 0; a <= lt; ++a)

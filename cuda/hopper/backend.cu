@@ -84,7 +84,7 @@ Geo geometry(const Params& p) { return fused::make_geo(p, kTileRows, kTileKeys, 
 // hopper session 18.) Ring tiles up to 10% more padded than the least
 // compete on their mask-free count: the 3-D anchor's 1x2x32 tiles (least
 // padding, none mask-free: 32 spans the box's z extent of 31) gave way to
-// 2x4x8 (5% more padding, 23% mask-free), backward 165 -> 146 ms (session 22).
+// 2x4x8 (5% more padding, 23% mask-free): backward 164 -> 144 ms (session 22).
 constexpr int kBwdRingSlackPct = 10;
 Geo backward_geometry(const Params& p) {
   const Geo inner_ties = fused::make_geo(p, kBwdBlockRows, kBwdRingRows, true, false, kBwdRingSlackPct);
