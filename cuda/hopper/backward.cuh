@@ -64,7 +64,7 @@ struct BwdShape {
   static constexpr int kRingPanel = kBwdRingRows * 128;
   static constexpr int kBlockBytes = kPanels * kBlockPanel;  // X or Y
   static constexpr int kRingBytes = kPanels * kRingPanel;    // Xr or Yr of one stage
-  static constexpr int kStatFloats = KeyMajor ? 2 * kBwdRingRows : 0;  // lse2, delta of one stage
+  static constexpr int kStatFloats = KeyMajor ? 2 * kBwdRingRows : 0;  // (lse2, delta) per ring query of one stage
   static constexpr int kRingOff = 2 * kBlockBytes;
   // FuseDq: dS (queries x the block's 128 keys, K-major: one 64-key panel
   // per consumer), two buffers; then one float32 64x64 dQ staging tile per
@@ -166,15 +166,20 @@ __device__ void bwd_produce(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
   });
 }
 
-// dK/dV pass, one producer warp: lse (scaled to log2) and delta of the 64
-// queries of each ring tile into the stage's statistics slots; padding
-// queries get lse = +inf, so their P is 0.
+// dK/dV pass, one producer warp: (lse scaled to log2, delta) of the 64
+// queries of each ring tile into the stage's statistics slots, by cp.async
+// with the stage's mbarrier as completion, so the warp never waits for its
+// loads. (It used to load, store and then arrive: one load latency per ring
+// step, in series, which paced the whole pass: docs/performance.md, hopper
+// session 23.) Padding queries get zeros: their Q and dO rows are zero
+// (the copy engine fills outside the tensor), so S = dP = 0 there, P = 1,
+// dS = 0 and P^T dO = 0: they add nothing.
 template <int HD, bool FuseDq>
 __device__ void bwd_stage_stats(const BwdArgs& a, unsigned char* smem, BwdBarriers& bars, int lane) {
   using S = BwdShape<HD, true, FuseDq>;
   const Params& p = a.p;
   const int G = int(a.geo.kv_group.d);
-  float* stats = reinterpret_cast<float*>(smem + S::kStatOff);
+  float2* stats = reinterpret_cast<float2*>(smem + S::kStatOff);
   Ring<S::kStages> ring;
   for_each_item(p, a.geo, a.items, [&](const Item& w, const BlockTile& bt) {
     const BwdWalk wk(a, bt, true);
@@ -184,7 +189,7 @@ __device__ void bwd_stage_stats(const BwdArgs& a, unsigned char* smem, BwdBarrie
       int j0[3];
       tiles.origin(a.geo, wk.box, j0);
       tiles.advance(wk.box);
-      float* st = stats + ring.stage * S::kStatFloats;
+      float2* st = stats + ring.stage * kBwdRingRows;
       mbar_wait(&bars.ring_empty[ring.stage], ring.phase ^ 1);
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
@@ -196,12 +201,10 @@ __device__ void bwd_stage_stats(const BwdArgs& a, unsigned char* smem, BwdBarrie
           q[ax] = j0[ax] + ((c >> a.geo.ush[ax]) & (a.geo.u[ax] - 1));
           ok = ok && q[ax] < bt.lg[ax];
         }
-        const float2 v = ok ? a.stats[(int64_t(w.b) * p.heads + head) * p.tokens() + token_index(p, bt.g, q)]
-                            : make_float2(INFINITY, 0.f);
-        st[c] = v.x;
-        st[kBwdRingRows + c] = v.y;
+        const int64_t row = ok ? (int64_t(w.b) * p.heads + head) * p.tokens() + token_index(p, bt.g, q) : 0;
+        fused::cp_async8(st + c, a.stats + row, ok);
       }
-      mbar_arrive(&bars.ring_full[ring.stage]);  // release: the stores above are visible to the consumers
+      mbar_arrive_cp_async(&bars.ring_full[ring.stage]);
       ring.advance();
     }
   });
@@ -363,15 +366,15 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
           const float* st = stats + cur.stage * S::kStatFloats;
 #pragma unroll
           for (int n = 0; n < kBwdRingRows / 8; ++n) {
-            const float2 l2 = lds64f(st + 8 * n + 2 * (lane & 3));
-            const float2 dl = lds64f(st + kBwdRingRows + 8 * n + 2 * (lane & 3));
+            // (lse2, delta) of this thread's columns 8n + 2(lane % 4) and the next
+            const float4 ld = *reinterpret_cast<const float4*>(st + 2 * (8 * n + 2 * (lane & 3)));
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
               const int i = 4 * n + 2 * r;
-              s[i] = fast_exp2(fmaf(s[i], scale2, -l2.x));
-              s[i + 1] = fast_exp2(fmaf(s[i + 1], scale2, -l2.y));
-              dp[i] = s[i] * (dp[i] - dl.x);
-              dp[i + 1] = s[i + 1] * (dp[i + 1] - dl.y);
+              s[i] = fast_exp2(fmaf(s[i], scale2, -ld.x));
+              s[i + 1] = fast_exp2(fmaf(s[i + 1], scale2, -ld.z));
+              dp[i] = s[i] * (dp[i] - ld.y);
+              dp[i + 1] = s[i + 1] * (dp[i + 1] - ld.w);
             }
           }
           pack_a<T, kBwdRingRows>(pp, s);

@@ -33,6 +33,12 @@ __device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
 __device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_addr(bar)) : "memory");
 }
+// One arrival on `bar` once this thread's earlier cp.async copies have
+// landed (the thread itself moves on at once): the copies' data is visible
+// to the threads that wait for the phase.
+__device__ __forceinline__ void mbar_arrive_cp_async(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(smem_addr(bar)) : "memory");
+}
 // Waits until the phase of parity `parity` has completed. A fresh barrier
 // reports parity 1 as complete, so producers start waiting on "empty"
 // barriers with parity 1 and pass immediately.
