@@ -167,6 +167,14 @@ __device__ __forceinline__ void cp_async4(void* dst, const void* src, bool valid
   const int n = valid ? 4 : 0;
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(a), "l"(src), "r"(n));
 }
+// Byte permute of x whose selector nibbles may set bit 3: that output byte
+// then replicates the sign (bit 7) of the selected byte (PTX prmt's default
+// mode; __byte_perm documents only the three index bits).
+__device__ __forceinline__ uint32_t prmt_sign(uint32_t x, uint32_t selector) {
+  uint32_t r;
+  asm("prmt.b32 %0, %1, 0, %2;" : "=r"(r) : "r"(x), "r"(selector));
+  return r;
+}
 // cp.async of 8 bytes (.ca); zero-filled when !valid.
 __device__ __forceinline__ void cp_async8(void* dst, const void* src, bool valid) {
   const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(dst));

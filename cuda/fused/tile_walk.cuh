@@ -79,12 +79,12 @@ struct MaskTable {
     }
   }
 
-  // Sets this thread's entries s[4n + 2r + e] of its two rows r to -inf
-  // where the column lies outside the row's range win[r][2a, 2a + 1) along
-  // an axis a flagged in `partial`; j0: the tile's origin.
-  static __device__ __forceinline__ void apply(float* s, const uint32_t* table, const int* j0, const int (*win)[6],
-                                               unsigned partial, int lane) {
-    uint32_t keep[2][kWords];
+  // This thread's keep words: bit 7 of byte b of keep[r][w] is set where
+  // value 4w + b (= 2n + e) of row r lies inside the row's range
+  // win[r][2a, 2a + 1) along every axis a flagged in `partial`; j0: the
+  // tile's origin.
+  static __device__ __forceinline__ void keep_bits(uint32_t (*keep)[kWords], const uint32_t* table, const int* j0,
+                                                   const int (*win)[6], unsigned partial, int lane) {
 #pragma unroll
     for (int r = 0; r < 2; ++r)
 #pragma unroll
@@ -109,6 +109,14 @@ struct MaskTable {
         for (int w = 0; w < kWords; ++w) keep[r][w] &= (c[w] - lo) & ~(c[w] - hi);
       }
     }
+  }
+
+  // Sets this thread's entries s[4n + 2r + e] of its two rows r to -inf
+  // where the column lies outside the row's range (keep_bits).
+  static __device__ __forceinline__ void apply(float* s, const uint32_t* table, const int* j0, const int (*win)[6],
+                                               unsigned partial, int lane) {
+    uint32_t keep[2][kWords];
+    keep_bits(keep, table, j0, win, partial, lane);
 #pragma unroll
     for (int n = 0; n < N / 8; ++n)
 #pragma unroll
@@ -118,6 +126,23 @@ struct MaskTable {
           const int v = 2 * n + e;
           if (!((keep[r][v / 4] >> (8 * (v % 4) + 7)) & 1)) s[4 * n + 2 * r + e] = -INFINITY;
         }
+  }
+
+  // The same mask on 16-bit register A operands packed from such a tile
+  // (hopper's pack_a: register j of k-step kk holds values 2n and 2n + 1 of
+  // row j % 2, n = 2 kk + j / 2, the first in the low half): masked elements
+  // become +0 whatever they held (inf and NaN included), one byte permute
+  // (sign-replicating bit 7 of the two values' keep bytes over their halves)
+  // and one AND per register, where masking the fp32 values took a test and
+  // a select per value. The backward masks after its exponentials this way.
+  static __device__ __forceinline__ void apply_packed(uint32_t (*a)[4], const uint32_t (*keep)[kWords]) {
+#pragma unroll
+    for (int kk = 0; kk < N / 16; ++kk)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int n = 2 * kk + j / 2;
+        a[kk][j] &= prmt_sign(keep[j % 2][n / 2], (n % 2) ? 0xBBAAu : 0x9988u);
+      }
   }
 };
 

@@ -20,7 +20,7 @@ FLAGS="-O3 -DNDEBUG"  # RelWithDebInfo with Release's optimization (no LTO: see 
 tar --exclude=./exp --exclude=./build -cf /tmp/ab-base.tar .
 t0=$SECONDS
 for V in $(printf '%s\n' $VARS | sed 's/+.*//' | sort -u); do
-  rm -rf /tmp/ab-src-$V /tmp/ab-inst-$V; mkdir -p /tmp/ab-src-$V; tar -xf /tmp/ab-base.tar -C /tmp/ab-src-$V
+  rm -rf /tmp/ab-src-$V /tmp/ab-inst-$V /tmp/ab-build-$V; mkdir -p /tmp/ab-src-$V; tar -xf /tmp/ab-base.tar -C /tmp/ab-src-$V
   [ -d exp/$V ] && cp -r exp/$V/. /tmp/ab-src-$V/
   ( cd /tmp/ab-src-$V && python3 -m pip install --no-build-isolation --no-deps -q --target /tmp/ab-inst-$V \
       --config-settings=build-dir=/tmp/ab-build-$V --config-settings=cmake.build-type=RelWithDebInfo \
