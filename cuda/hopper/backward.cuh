@@ -33,13 +33,15 @@
 // of the block's slowest row bit, so their windows span less of the box
 // (2-D 80x80, 16x8 blocks: 121 of 132 tiles; 3-D: 266 of 294).
 //
-// The issue order per step: S and dP of step j as one wgmma group, wait,
-// softmax terms in registers, then the accumulating MMAs of step j as a
-// second group left in flight while step j+1's S and dP are issued (where
-// registers allow: not in the dK/dV pass at head dim 128, which holds two
-// 64x128 accumulators). The two consumers' steps interleave at the tensor
-// cores without explicit scheduling (turn-taking as in the forward measured
-// no better, docs/performance.md).
+// The issue order per step: S and dP of step j (one wgmma group; two in the
+// dQ pass, whose exponentials run under dP), wait, softmax terms in
+// registers, masks on the packed operands, then the accumulating MMAs of
+// step j as a further group left in flight while step j+1's S and dP are
+// issued (where registers allow: not in the dK/dV pass at head dim 128,
+// which holds two 64x128 accumulators). The dQ pass's consumers take turns
+// at the tensor cores (ping-pong, as in the forward); in the other passes
+// their steps interleave without explicit scheduling, which measured the
+// same (docs/performance.md, hopper sessions 12 and 23).
 #pragma once
 
 #include "pipeline.cuh"
