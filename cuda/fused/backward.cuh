@@ -159,7 +159,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p, const Ge
       const bool ok = qpos(t, srow, q);
       const float* src = sdelta ? geo.delta + row_index(p, b, t.g, q, t.h)
                                 : g_lse + b * p.lse.sb + t.h * p.lse.sh + tok_off(p.lse, p, t.g, q);
-      cp_async4(&s_stat[st][sdelta][srow], ok ? src : g_lse, ok);
+      cp_async_ca<4>(&s_stat[st][sdelta][srow], ok ? src : g_lse, ok);
     }
     auto rowfn = [&](const Operand& o) {
       return [&, o](int r, int64_t& off) {
@@ -226,7 +226,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p, const Ge
       const bool in = ((stat_rows.lc[srow] - TileRows<BQ>::limits(qo, kw.ke)) & 0x00808080u) == 0;
       const float* src = sdelta ? geo.delta + row_index(p, b, bt.g, qo, h)
                                 : g_lse + b * p.lse.sb + h * p.lse.sh + tok_off(p.lse, p, bt.g, qo);
-      cp_async4(&s_stat[st][sdelta][srow], in ? src + stat_rows.local[sdelta][srow] : g_lse, in);
+      cp_async_ca<4>(&s_stat[st][sdelta][srow], in ? src + stat_rows.local[sdelta][srow] : g_lse, in);
     }
     rows.template load<HD>(p, bt.g, qo, kw.ke, sQ0 + st * BQ * LD,
                            static_cast<const T*>(p.q.data) + b * p.q.sb + h * p.q.sh, p.q, int(p.head_dim),

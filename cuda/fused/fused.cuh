@@ -161,11 +161,19 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool vali
   const int n = valid ? 16 : 0;  // 0: zero-fill, nothing read
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(a), "l"(src), "r"(n));
 }
-// cp.async of 4 bytes (.ca: .cg copies 16 only); zero-filled when !valid.
-__device__ __forceinline__ void cp_async4(void* dst, const void* src, bool valid) {
+// cp.async of 4 or 8 bytes (.ca: .cg copies 16 only); zero-filled when !valid.
+template <int Bytes>
+__device__ __forceinline__ void cp_async_ca(void* dst, const void* src, bool valid) {
+  static_assert(Bytes == 4 || Bytes == 8);
   const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  const int n = valid ? 4 : 0;
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(a), "l"(src), "r"(n));
+  const int n = valid ? Bytes : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(a), "l"(src), "n"(Bytes), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+// Waits until at most N of this thread's committed groups are pending.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 // Byte permute of x whose selector nibbles may set bit 3: that output byte
 // then replicates the sign (bit 7) of the selected byte (PTX prmt's default
@@ -174,18 +182,6 @@ __device__ __forceinline__ uint32_t prmt_sign(uint32_t x, uint32_t selector) {
   uint32_t r;
   asm("prmt.b32 %0, %1, 0, %2;" : "=r"(r) : "r"(x), "r"(selector));
   return r;
-}
-// cp.async of 8 bytes (.ca); zero-filled when !valid.
-__device__ __forceinline__ void cp_async8(void* dst, const void* src, bool valid) {
-  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  const int n = valid ? 8 : 0;
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(a), "l"(src), "r"(n));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-// Waits until at most N of this thread's committed groups are pending.
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
 // Warp-level fragment addressing into a row-major smem tile with leading

@@ -75,32 +75,32 @@ inline int64_t inside_tiles(int64_t e, int64_t k, int u) {
 // backward_geometry in cuda/hopper/backend.cu).
 inline void inner_tile(const int64_t* e, const int64_t* k, int total, int* u, int slack_pct = 0) {
   const int lt = log2i(total);
-  struct Shape {
-    int s[3];
-    int64_t cost, inside;
-  } shapes[66];  // (lt + 1)(lt + 2) / 2 shapes: totals up to 2^10 (the kernels' are at most 128)
-  int n = 0;
-  int64_t least = -1;
-  for (int a = 0; a <= lt; ++a)
-    for (int b = 0; a + b <= lt; ++b) {
-      Shape& sh = shapes[n++];
-      sh.s[0] = 1 << a, sh.s[1] = 1 << b, sh.s[2] = 1 << (lt - a - b);
-      sh.cost = 1, sh.inside = 1;
-      for (int i = 0; i < 3; ++i) {
-        sh.cost *= (e[i] + sh.s[i] - 1) / sh.s[i] * sh.s[i];
-        sh.inside *= inside_tiles(e[i], std::min(k[i], e[i]), sh.s[i]);
+  // f(shape, padded box volume, mask-free tiles) for every power-of-two shape of `total` tokens.
+  auto for_each_shape = [&](auto&& f) {
+    for (int a = 0; a <= lt; ++a)
+      for (int b = 0; a + b <= lt; ++b) {
+        const int s[3] = {1 << a, 1 << b, 1 << (lt - a - b)};
+        int64_t cost = 1, inside = 1;
+        for (int i = 0; i < 3; ++i) {
+          cost *= (e[i] + s[i] - 1) / s[i] * s[i];
+          inside *= inside_tiles(e[i], std::min(k[i], e[i]), s[i]);
+        }
+        f(s, cost, inside);
       }
-      if (least < 0 || sh.cost < least) least = sh.cost;
+  };
+  int64_t least = -1;
+  for_each_shape([&](const int*, int64_t cost, int64_t) {
+    if (least < 0 || cost < least) least = cost;
+  });
+  int64_t best_cost = -1, best_inside = -1;
+  for_each_shape([&](const int* s, int64_t cost, int64_t inside) {
+    if (100 * cost > (100 + slack_pct) * least) return;
+    if (best_cost < 0 || inside > best_inside || (inside == best_inside && cost < best_cost) ||
+        (inside == best_inside && cost == best_cost && s[2] > u[2])) {
+      best_cost = cost, best_inside = inside;
+      u[0] = s[0], u[1] = s[1], u[2] = s[2];
     }
-  const Shape* best = nullptr;
-  for (int i = 0; i < n; ++i) {
-    const Shape& sh = shapes[i];
-    if (100 * sh.cost > (100 + slack_pct) * least) continue;
-    if (!best || sh.inside > best->inside || (sh.inside == best->inside && sh.cost < best->cost) ||
-        (sh.inside == best->inside && sh.cost == best->cost && sh.s[2] > best->s[2]))
-      best = &sh;
-  }
-  u[0] = best->s[0], u[1] = best->s[1], u[2] = best->s[2];
+  });
 }
 
 inline bool aligned(const void* ptr, const int64_t* strides, int n) {

@@ -206,7 +206,7 @@ __device__ void bwd_stage_stats(const BwdArgs& a, unsigned char* smem, BwdBarrie
           ok = ok && q[ax] < bt.lg[ax];
         }
         const int64_t row = ok ? (int64_t(w.b) * p.heads + head) * p.tokens() + token_index(p, bt.g, q) : 0;
-        fused::cp_async8(st + c, a.stats + row, ok);
+        fused::cp_async_ca<8>(st + c, a.stats + row, ok);
       }
       mbar_arrive_cp_async(&bars.ring_full[ring.stage]);
       ring.advance();
@@ -420,7 +420,10 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
 #pragma unroll
             for (int r = 0; r < 2; ++r)
 #pragma unroll
-              for (int e = 0; e < 2; ++e) s[4 * n + 2 * r + e] = fast_exp2(fmaf(s[4 * n + 2 * r + e], scale2, -lse2[r]));
+              for (int e = 0; e < 2; ++e) {
+                const int i = 4 * n + 2 * r + e;
+                s[i] = fast_exp2(fmaf(s[i], scale2, -lse2[r]));
+              }
           wgmma_wait<0>();  // dP
           fence_regs<NS>(dp);
 #pragma unroll
@@ -428,7 +431,10 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
 #pragma unroll
             for (int r = 0; r < 2; ++r)
 #pragma unroll
-              for (int e = 0; e < 2; ++e) dp[4 * n + 2 * r + e] = s[4 * n + 2 * r + e] * (dp[4 * n + 2 * r + e] - delta[r]);
+              for (int e = 0; e < 2; ++e) {
+                const int i = 4 * n + 2 * r + e;
+                dp[i] = s[i] * (dp[i] - delta[r]);
+              }
         }
         pack_a<T, kBwdRingRows>(pds, dp);
         if (partial) {
