@@ -5,7 +5,10 @@ implementation: forward ms, forward+backward ms (CUDA events around graph
 replays, each behind a GPU sleep; warm-up; median; input sets rotated where
 one would fit in L2), effective TFLOP/s (4 * B * H * N * |window| * D for the forward,
 3.5x that for forward+backward), and speedups vs cuDNN dense SDPA and vs
-FlexAttention with a neighborhood block mask. Table on stdout, JSON with --json.
+FlexAttention with a neighborhood block mask. nhood's backends also time their
+backward call alone (given the output and logsumexp of their own forward;
+2.5x the forward's FLOPs) against the `fused` backend's. Table on stdout, JSON
+with --json.
 
     python -m nhood.bench [--cases 2d,vision] [--quick] [--no-backward] [--json out.json] [--unfused]
 
@@ -176,8 +179,8 @@ def run_case(name, args, torch, nhood):
     reps, warm = (5, 2) if args.quick else (20, 5)
     reps = max(reps, 2 * n_sets)  # each set at least twice
 
-    def record(impl, fwds, fwdbwds):
-        """Times one implementation; fwds / fwdbwds: its calls, one per input set."""
+    def record(impl, fwds, fwdbwds, bwds=None):
+        """Times one implementation; fwds / fwdbwds / bwds: its calls, one per input set."""
         if args.impls and not any(sel in impl for sel in args.impls.split(",")):
             return
         try:
@@ -191,6 +194,9 @@ def run_case(name, args, torch, nhood):
             try:
                 fb, _ = timeit(torch, fwdbwds, reps, warm, not args.eager)
                 r.update(fwdbwd_ms=fb, fwdbwd_tflops=3.5 * flops / fb / 1e9)
+                if bwds is not None:
+                    b, _ = timeit(torch, bwds(), reps, warm, not args.eager)
+                    r.update(bwd_ms=b, bwd_tflops=2.5 * flops / b / 1e9)
             except Exception as e:  # noqa: BLE001
                 r["bwd_error"] = f"{type(e).__name__}: {str(e)[:120]}"
         results[impl] = r
@@ -212,7 +218,17 @@ def run_case(name, args, torch, nhood):
                 return na_bwd(q, k, v, o, lse, do, **win, backend=backend)
             return call
 
-        record(f"nhood-{backend}", [fwd(*x) for x in sets], [fwdbwd(*x) for x in sets])
+        # The backward alone: the backward call on its own forward's output and
+        # logsumexp (forward + backward minus forward is the peers' only
+        # measure; it also carries the forward's difference between timed
+        # alone and timed inside the sequence: docs/performance.md, hopper
+        # session 24).
+        def bwd(q, k, v, do, backend=backend):
+            o, lse = na(q, k, v, **win, backend=backend, return_lse=True)
+            return lambda: na_bwd(q, k, v, o, lse, do, **win, backend=backend)
+
+        record(f"nhood-{backend}", [fwd(*x) for x in sets], [fwdbwd(*x) for x in sets],
+               lambda backend=backend: [bwd(*x, backend=backend) for x in sets])
 
     # Dense SDPA peers, [B, H, N, D]; per input set its tensors and leaves requiring grad.
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -247,6 +263,10 @@ def run_case(name, args, torch, nhood):
                 if impl.startswith("_") or key not in r or not base:
                     continue
                 r[f"{key.split('_')[0]}_speedup_vs_{tag}"] = base / r[key]
+    base = results.get("nhood-fused", {}).get("bwd_ms")
+    for impl, r in results.items():
+        if not impl.startswith("_") and "bwd_ms" in r and base:
+            r["bwd_speedup_vs_fused"] = base / r["bwd_ms"]
     return {"case": name, "batch": B, "spatial": spatial, "heads": H, "dim": D, "kernel": kernel, "stride": stride,
             "dilation": dil, "dtype": args.dtype, "flops_fwd": flops, "results": results}
 
@@ -284,7 +304,8 @@ def main(argv=None):
             with open(args.json, "w") as f:
                 json.dump(out, f, indent=1)
     print(f"device: {out['device']}  torch {out['torch']}  dtype {args.dtype}")
-    hdr = f"{'case':<12} {'impl':<14} {'fwd ms':>9} {'TF/s':>6} {'xcuDNN':>7} {'xFlex':>6} {'f+b ms':>9} {'TF/s':>6} {'xFlex':>6}"
+    hdr = (f"{'case':<12} {'impl':<14} {'fwd ms':>9} {'TF/s':>6} {'xcuDNN':>7} {'xFlex':>6} {'f+b ms':>9} {'TF/s':>6} "
+           f"{'xFlex':>6} {'bwd ms':>9} {'xfused':>6}")
     print(hdr)
     for c in out["cases"]:
         for impl, r in c["results"].items():
@@ -296,7 +317,8 @@ def main(argv=None):
             f = lambda k, fmt: format(r[k], fmt) if k in r else "-"
             print(f"{c['case']:<12} {impl:<14} {f('fwd_ms', '9.3f')} {f('fwd_tflops', '6.0f')} "
                   f"{f('fwd_speedup_vs_cudnn', '7.2f')} {f('fwd_speedup_vs_flex', '6.2f')} "
-                  f"{f('fwdbwd_ms', '9.3f')} {f('fwdbwd_tflops', '6.0f')} {f('fwdbwd_speedup_vs_flex', '6.2f')}")
+                  f"{f('fwdbwd_ms', '9.3f')} {f('fwdbwd_tflops', '6.0f')} {f('fwdbwd_speedup_vs_flex', '6.2f')} "
+                  f"{f('bwd_ms', '9.3f')} {f('bwd_speedup_vs_fused', '6.2f')}")
     if args.unfused:
         print("unfused path (qk -> softmax -> av), speedup vs the slowest backend:")
         bench_unfused.print_rows(out["unfused"])

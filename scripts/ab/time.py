@@ -1,6 +1,6 @@
 """One variant, one round of scripts/ab/ab.sh: per-kernel times (torch.profiler, mean
 over calls) of the hopper forward + backward, and CUDA-graph times of the
-forward, the forward + backward and their difference. Prints one JSON line
+forward, the forward + backward and their difference, and of the backward alone. Prints one JSON line
 per case: python3 scripts/ab/time.py VARIANT ROUND CASES"""
 import json
 import sys
@@ -55,6 +55,9 @@ def main():
         row["fb_graph"], _ = timeit(torch, fb, reps, 2, True)
         row["fwd_graph"], _ = timeit(torch, lambda: na(q, k, v, **win), reps, 2, True)
         row["bwd_graph"] = row["fb_graph"] - row["fwd_graph"]
+        o, lse = na(q, k, v, return_lse=True, **win)
+        row["bwd_alone"], _ = timeit(torch, lambda: nb(q, k, v, o, lse, do, **win, deterministic=det), reps, 2, True)
+        del o, lse
         print(json.dumps(row), flush=True)
         del q, k, v, do
         torch.cuda.empty_cache()
