@@ -415,26 +415,19 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
           }
           pack_a<T, kBwdRingRows>(pp, s);
         } else {
+          // f(i, r) for each of this thread's values i, of its block row r.
+          auto each_value = [](auto&& f) {
 #pragma unroll
-          for (int n = 0; n < kBwdRingRows / 8; ++n)
+            for (int n = 0; n < kBwdRingRows / 8; ++n)
 #pragma unroll
-            for (int r = 0; r < 2; ++r)
+              for (int r = 0; r < 2; ++r)
 #pragma unroll
-              for (int e = 0; e < 2; ++e) {
-                const int i = 4 * n + 2 * r + e;
-                s[i] = fast_exp2(fmaf(s[i], scale2, -lse2[r]));
-              }
+                for (int e = 0; e < 2; ++e) f(4 * n + 2 * r + e, r);
+          };
+          each_value([&](int i, int r) { s[i] = fast_exp2(fmaf(s[i], scale2, -lse2[r])); });
           wgmma_wait<0>();  // dP
           fence_regs<NS>(dp);
-#pragma unroll
-          for (int n = 0; n < kBwdRingRows / 8; ++n)
-#pragma unroll
-            for (int r = 0; r < 2; ++r)
-#pragma unroll
-              for (int e = 0; e < 2; ++e) {
-                const int i = 4 * n + 2 * r + e;
-                dp[i] = s[i] * (dp[i] - delta[r]);
-              }
+          each_value([&](int i, int r) { dp[i] = s[i] * (dp[i] - delta[r]); });
         }
         pack_a<T, kBwdRingRows>(pds, dp);
         if (partial) {
