@@ -402,8 +402,9 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
           const float* st = stats + cur.stage * S::kStatFloats;
 #pragma unroll
           for (int n = 0; n < kBwdRingRows / 8; ++n) {
-            // (lse2, delta) of this thread's columns 8n + 2(lane % 4) and the next
-            const float4 ld = *reinterpret_cast<const float4*>(st + 2 * (8 * n + 2 * (lane & 3)));
+            // (lse2, delta) of this thread's columns 8n + 2(lane % 4) and the
+            // next (ld.shared: through the pointer ptxas emitted generic LD.E)
+            const float4 ld = lds128f(st + 2 * (8 * n + 2 * (lane & 3)));
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
               const int i = 4 * n + 2 * r;
