@@ -403,7 +403,7 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
 #pragma unroll
           for (int n = 0; n < kBwdRingRows / 8; ++n) {
             // (lse2, delta) of this thread's columns 8n + 2(lane % 4) and the
-            // next (ld.shared: through the pointer ptxas emitted generic LD.E)
+            // next (ld.shared: through a plain pointer ptxas emitted a generic LD.E)
             const float4 ld = lds128f(st + 2 * (8 * n + 2 * (lane & 3)));
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
