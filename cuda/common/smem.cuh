@@ -23,11 +23,8 @@ __device__ __forceinline__ uint2 lds64(const void* p) {
 }
 
 __device__ __forceinline__ float4 lds128f(const void* p) {
-  float4 v;
-  asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];"
-               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
-               : "r"(smem_addr(p)));
-  return v;
+  const uint4 v = lds128(p);
+  return make_float4(__uint_as_float(v.x), __uint_as_float(v.y), __uint_as_float(v.z), __uint_as_float(v.w));
 }
 
 __device__ __forceinline__ float2 lds64f(const void* p) {

@@ -228,7 +228,7 @@ def run_case(name, args, torch, nhood):
             return lambda: na_bwd(q, k, v, o, lse, do, **win, backend=backend)
 
         record(f"nhood-{backend}", [fwd(*x) for x in sets], [fwdbwd(*x) for x in sets],
-               lambda backend=backend: [bwd(*x, backend=backend) for x in sets])
+               lambda: [bwd(*x) for x in sets])
 
     # Dense SDPA peers, [B, H, N, D]; per input set its tensors and leaves requiring grad.
     from torch.nn.attention import SDPBackend, sdpa_kernel
