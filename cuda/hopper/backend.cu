@@ -33,7 +33,7 @@ template <class T, int HD, bool KeyMajor, bool FuseDq = false>
 void launch_backward(const BwdArgs&, int, cudaStream_t);
 template <class T> void launch_stats(const Params&, float2*, cudaStream_t);
 template <class T> void launch_dq_from_accum(const Params&, const float*, cudaStream_t);
-void launch_inverse_windows(const Params&, int2*, cudaStream_t);
+void launch_inverse_windows(const Params&, int2*, int*, int, cudaStream_t);
 
 namespace {
 
@@ -252,11 +252,13 @@ void backward(const Params& p, void* stream) {
     cuda::Workspace accumulator(acc_bytes, s, std::nothrow);
     const bool fuse_dq = accumulator.ok();
     float* acc = accumulator.as<float>();
-    cuda::Workspace scratch(rows * sizeof(float2) + size_t(p.axis[0].length + p.axis[1].length + p.axis[2].length) * sizeof(int2), s);
+    const size_t positions = size_t(p.axis[0].length + p.axis[1].length + p.axis[2].length);
+    cuda::Workspace scratch(rows * sizeof(float2) + positions * sizeof(int2) + 2 * sizeof(int), s);
     float2* stats = scratch.as<float2>();
     int2* inverse = reinterpret_cast<int2*>(stats + rows);
+    int* claims = reinterpret_cast<int*>(inverse + positions);  // one item claim counter per pass
     launch_stats<T>(p, stats, s);
-    launch_inverse_windows(p, inverse, s);
+    launch_inverse_windows(p, inverse, claims, 2, s);
     BwdArgs a{};
     a.p = p;
     a.geo = geo;
@@ -268,10 +270,13 @@ void backward(const Params& p, void* stream) {
     if (fuse_dq) {
       NHOOD_CUDA_CHECK(cudaMemsetAsync(acc, 0, acc_bytes, s));
       a.dq_acc = accum_tensor_map(acc, p, p.heads, HD, a.geo.u);
+      a.claim = claims;
       run_pass<T, HD, true, true>(a, p.k, p.v, p.heads_kv, p.q, p.d_out, p.heads, s);
       launch_dq_from_accum<T>(p, acc, s);
     } else {
+      a.claim = claims;
       run_pass<T, HD, false>(a, p.q, p.d_out, p.heads, p.k, p.v, p.heads_kv, s);
+      a.claim = claims + 1;
       run_pass<T, HD, true>(a, p.k, p.v, p.heads_kv, p.q, p.d_out, p.heads, s);
     }
   });

@@ -99,11 +99,13 @@ struct BwdArgs {
   // (docs/performance.md, hopper session 17).
   const int2* inverse[3];
   WorkItems items;  // heads: of the block operand, query heads (dQ) or kv heads (dK/dV)
+  int* claim;       // the items' claim counter (pipeline.cuh: for_each_claimed_item), zero at launch
 };
 
 struct BwdBarriers {
   uint64_t blk_full, blk_empty;
   uint64_t ring_full[8], ring_empty[8];
+  ItemMailbox items;
 };
 
 // The inverse window of group position pos along axis ax in bt's dilation group.
@@ -146,7 +148,7 @@ __device__ void bwd_produce(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
   const int G = int(a.geo.kv_group.d);
   Ring<S::kStages> ring;
   uint32_t items_done = 0;
-  for_each_item(p, a.geo, a.items, [&](const Item& w, const BlockTile& bt) {
+  for_each_claimed_item(p, a.geo, a.items, bars.items, a.claim, true, [&](const Item& w, const BlockTile& bt) {
     const BwdWalk wk(a, bt, KeyMajor);
     mbar_wait(&bars.blk_empty, (items_done & 1) ^ 1);
     mbar_arrive_expect_tx(&bars.blk_full, 2 * S::kBlockBytes);
@@ -185,7 +187,7 @@ __device__ void bwd_stage_stats(const BwdArgs& a, unsigned char* smem, BwdBarrie
   const int G = int(a.geo.kv_group.d);
   float2* stats = reinterpret_cast<float2*>(smem + S::kStatOff);
   Ring<S::kStages> ring;
-  for_each_item(p, a.geo, a.items, [&](const Item& w, const BlockTile& bt) {
+  for_each_claimed_item(p, a.geo, a.items, bars.items, a.claim, false, [&](const Item& w, const BlockTile& bt) {
     const BwdWalk wk(a, bt, true);
     TileCursor tiles;
     for (int it = 0; it < wk.steps; ++it) {
@@ -264,7 +266,7 @@ __device__ void bwd_consume(const BwdArgs& a, unsigned char* smem, BwdBarriers& 
   // A operands of the step in flight: kept live across the loop so the
   // compiler does not reuse their registers while a wgmma still reads them.
   uint32_t pds[KS][4] = {}, pp[KS][4] = {};
-  for_each_item(p, a.geo, a.items, [&](const Item& w, const BlockTile& bt) {
+  for_each_claimed_item(p, a.geo, a.items, bars.items, a.claim, false, [&](const Item& w, const BlockTile& bt) {
     const BwdWalk wk(a, bt, KeyMajor);
 
     // This thread's two block rows: validity, position, and the range of
@@ -571,6 +573,10 @@ __global__ void __launch_bounds__(kBwdThreads, 1) backward_kernel(const __grid_c
     for (int s = 0; s < S::kStages; ++s) {
       mbar_init(&bars.ring_full[s], KeyMajor ? 1 + 32 : 1);  // TMA thread (+ statistics warp)
       mbar_init(&bars.ring_empty[s], 256);
+    }
+    for (int s = 0; s < 2; ++s) {
+      mbar_init(&bars.items.full[s], 1);
+      mbar_init(&bars.items.empty[s], 8 + (KeyMajor ? 1 : 0));  // consumer warps (+ the statistics warp)
     }
     mbar_init_fence();
   }

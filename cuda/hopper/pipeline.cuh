@@ -57,6 +57,53 @@ __device__ __forceinline__ void for_each_item(const Params& p, const Geo& geo, c
   }
 }
 
+// Work items claimed at run time, in order: the backward's items differ up
+// to 11x in length (the 3-D anchor's inverse boxes: 60 to 675 ring tiles),
+// so CTAs striding through them statically drift apart; a host model of
+// the 3-D dK/dV pass put the items in flight at any time across ~600
+// consecutive items (two thirds of a head) with static striding and ~200
+// claimed in order, whose ring tiles then share L2 (docs/performance.md,
+// hopper session 26). The producer thread claims the next item from a
+// global counter once it has issued the current item's last load (a ring's
+// depth before the consumers finish it) and publishes it through a two-slot
+// mailbox; the other roles' warps read it there. The item goes through a
+// shuffle so ptxas sees it warp-uniform (the loop state derived from it
+// then stays in uniform registers: reading it without one, an earlier
+// attempt spilled 9 values per step, session 24).
+struct ItemMailbox {
+  uint64_t full[2], empty[2];  // full: the producer's arrival; empty: one arrival per reading warp
+  int slot[2];
+};
+
+// The claimed-item form of for_each_item: `producer` (one thread) claims
+// and publishes, every other caller is a whole warp that reads. counter:
+// zeroed before the launch (inverse_windows.cu); the first item of each CTA
+// is blockIdx.x, claims continue from gridDim.x.
+template <class F>
+__device__ __forceinline__ void for_each_claimed_item(const Params& p, const Geo& geo, const WorkItems& items,
+                                                      ItemMailbox& mb, int* counter, bool producer, F&& f) {
+  int item = blockIdx.x;
+  for (int k = 0;; ++k) {
+    const int s = k & 1;
+    const uint32_t phase = (k >> 1) & 1;
+    if (producer) {
+      mbar_wait(&mb.empty[s], phase ^ 1);
+      *reinterpret_cast<volatile int*>(&mb.slot[s]) = item;
+      mbar_arrive(&mb.full[s]);  // (release: the slot is visible to the readers' acquiring wait)
+    } else {
+      mbar_wait(&mb.full[s], phase);
+      item = __shfl_sync(0xffffffffu, *reinterpret_cast<volatile const int*>(&mb.slot[s]), 0);
+      __syncwarp();
+      if ((threadIdx.x & 31) == 0) mbar_arrive(&mb.empty[s]);
+    }
+    if (item >= items.count) return;
+    const Item w(item, items);
+    BlockTile bt;
+    if (bt.init(p, geo, w.tile)) f(w, bt);
+    if (producer) item = gridDim.x + atomicAdd(counter, 1);
+  }
+}
+
 __device__ __forceinline__ int coord(const Params& p, const BlockTile& bt, int axis, int pos) {
   return bt.g[axis] + p.axis[axis].dilation * pos;
 }
