@@ -55,6 +55,8 @@ def main(backend: str) -> None:
             out, lse = fwd[rank](q, k, v, additional_keys=ak, additional_values=av, return_lse=True, **w)
             # Both backward modes: hopper's single pass (dQ by TMA reductions) and its deterministic passes.
             for deterministic in (False, True) if tensor_core else (False,):
+                # hopper: work items claimed at run time (below their size rule too), static in the second mode
+                os.environ["NHOOD_HOPPER_CLAIM_ITEMS"] = "0" if deterministic else "1"
                 grads = bwd[rank](q, k, v, out, lse, torch.randn_like(out), additional_keys=ak, additional_values=av,
                                   deterministic=deterministic, **w)
                 torch.cuda.synchronize()

@@ -72,16 +72,24 @@ def problem(case, seed, batch=2):
 
 # The backward's paths: the single pass that sums dQ by float32 TMA
 # reductions (forced: these problems are below its size heuristic), the two
-# passes the heuristic picks otherwise, and deterministic (always two passes).
-BACKWARD_MODES = {"single": ("1", False), "two": ("0", False), "deterministic": ("1", True)}
+# passes the heuristic picks otherwise, and deterministic (always two passes);
+# the first two with work items claimed at run time (forced too: these grids
+# have too few items per SM), deterministic in the static order.
+BACKWARD_MODES = {"single": ("1", False, "1"), "two": ("0", False, "1"), "deterministic": ("1", True, "0")}
+
+
+def backward_mode(mode, monkeypatch):
+    single, deterministic, claim = BACKWARD_MODES[mode]
+    monkeypatch.setenv("NHOOD_HOPPER_SINGLE_PASS", single)
+    monkeypatch.setenv("NHOOD_HOPPER_CLAIM_ITEMS", claim)
+    return deterministic
 
 
 @pytest.mark.parametrize("mode", sorted(BACKWARD_MODES))
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_hopper_matches_reference(case, dtype, mode, monkeypatch):
-    single, deterministic = BACKWARD_MODES[mode]
-    monkeypatch.setenv("NHOOD_HOPPER_SINGLE_PASS", single)
+    deterministic = backward_mode(mode, monkeypatch)
     arrays, win = problem(case, seed=sum(map(ord, case)))
     rank = len(win["kernel_size"])
     q, k, v, ak, av, do = (dev(arrays[n], dtype) for n in ("q", "k", "v", "ak", "av", "do"))
@@ -120,8 +128,7 @@ def test_hopper_backward_many_tiles_matches_fused(dim, mode, monkeypatch):
     dK/dV pass walks every query head of a kv head), causal and strided
     windows, against the fused backward; with `deterministic`, repeated calls
     are bit-identical (no atomics)."""
-    single, deterministic = BACKWARD_MODES[mode]
-    monkeypatch.setenv("NHOOD_HOPPER_SINGLE_PASS", single)
+    deterministic = backward_mode(mode, monkeypatch)
     g = torch.Generator(device="cuda").manual_seed(100 + dim)
     q, do = (torch.randn(2, 64, 80, 8, dim, device="cuda", generator=g).half() for _ in range(2))
     k, v = (torch.randn(2, 64, 80, 2, dim, device="cuda", generator=g).half() for _ in range(2))

@@ -106,19 +106,31 @@ int64_t reduction_working_set(const Params& p, const Geo& g, int sms) {
   return tokens * std::min<int64_t>(rows, p.heads) * p.head_dim * int64_t(sizeof(float));
 }
 
+// Grids with many work items per SM claim them at run time, in order
+// (pipeline.cuh: for_each_claimed_item); with few, the static order's tail
+// is shorter.
+bool claims_items(const Params& p, int64_t n_items) {
+  // Test knob, read per call: NHOOD_HOPPER_CLAIM_ITEMS=1 claims on any grid, =0 never.
+  if (const char* env = std::getenv("NHOOD_HOPPER_CLAIM_ITEMS"); env && (env[0] == '0' || env[0] == '1'))
+    return env[0] == '1';
+  return n_items >= 4 * int64_t(device_info(p.device.index).sms);
+}
+
 // The single backward pass (dQ by float32 TMA reductions: 5 GEMMs per step
 // instead of 7) pays where its reductions stay in L2 and the grid has many
-// items per SM. Measured on the H100 anchors (docs/performance.md, hopper
-// session 19): 2-D (21 MB of reductions in flight, 93 items per SM) -5% to
-// -7% backward; 3-D (49 MB) +28%: the reductions miss L2; 1-D (2 items per
-// SM): the pass itself only breaks even, so clearing and converting the
-// accumulator make it a loss.
+// items per SM (so they are claimed in order and the items in flight stay
+// close). Measured on the H100 anchors with claimed items (docs/performance.md,
+// hopper session 26): 2-D (21 MB of reductions in flight) backward -9%, 3-D
+// (49 MB of the 50 MB L2) -5% against the two passes. With static striding
+// the 3-D single pass had been +40%: drifting CTAs spread the reductions
+// over more than L2. 1-D (2 items per SM): the pass itself only breaks even,
+// so clearing and converting the accumulator make it a loss (session 19).
 bool single_pass_pays(const Params& p, const Geo& g, int64_t n_items) {
   // Test and measurement knob, read per call: NHOOD_HOPPER_SINGLE_PASS=1 forces the single pass, =0 the two passes.
   if (const char* env = std::getenv("NHOOD_HOPPER_SINGLE_PASS"); env && (env[0] == '0' || env[0] == '1'))
     return env[0] == '1';
   const DeviceInfo& d = device_info(p.device.index);
-  return n_items >= 4 * int64_t(d.sms) && 2 * reduction_working_set(p, g, d.sms) <= d.l2_bytes;
+  return n_items >= 4 * int64_t(d.sms) && reduction_working_set(p, g, d.sms) <= d.l2_bytes;
 }
 
 std::string common_unsupported(const Params& p) {
@@ -223,13 +235,14 @@ void forward(const Params& p, void* stream) {
 // of xr and yr (hr heads) over the persistent grid.
 template <class T, int HD, bool KeyMajor, bool FuseDq = false>
 void run_pass(BwdArgs a, const detail::Operand& x, const detail::Operand& y, int64_t hb, const detail::Operand& xr,
-              const detail::Operand& yr, int64_t hr, cudaStream_t s) {
+              const detail::Operand& yr, int64_t hr, int* claim, cudaStream_t s) {
   const Params& p = a.p;
   a.x = token_tensor_map(x, p, hb, HD, a.geo.t);
   a.y = token_tensor_map(y, p, hb, HD, a.geo.t);
   a.xr = token_tensor_map(xr, p, hr, HD, a.geo.u);
   a.yr = token_tensor_map(yr, p, hr, HD, a.geo.u);
   a.items = WorkItems(a.geo.n_spatial_blocks, hb, p.batch);
+  a.claim = claims_items(p, a.items.count) ? claim : nullptr;
   launch_backward<T, HD, KeyMajor, FuseDq>(a, std::min(a.items.count, device_info(p.device.index).sms), s);
 }
 
@@ -270,14 +283,11 @@ void backward(const Params& p, void* stream) {
     if (fuse_dq) {
       NHOOD_CUDA_CHECK(cudaMemsetAsync(acc, 0, acc_bytes, s));
       a.dq_acc = accum_tensor_map(acc, p, p.heads, HD, a.geo.u);
-      a.claim = claims;
-      run_pass<T, HD, true, true>(a, p.k, p.v, p.heads_kv, p.q, p.d_out, p.heads, s);
+      run_pass<T, HD, true, true>(a, p.k, p.v, p.heads_kv, p.q, p.d_out, p.heads, claims, s);
       launch_dq_from_accum<T>(p, acc, s);
     } else {
-      a.claim = claims;
-      run_pass<T, HD, false>(a, p.q, p.d_out, p.heads, p.k, p.v, p.heads_kv, s);
-      a.claim = claims + 1;
-      run_pass<T, HD, true>(a, p.k, p.v, p.heads_kv, p.q, p.d_out, p.heads, s);
+      run_pass<T, HD, false>(a, p.q, p.d_out, p.heads, p.k, p.v, p.heads_kv, claims, s);
+      run_pass<T, HD, true>(a, p.k, p.v, p.heads_kv, p.q, p.d_out, p.heads, claims + 1, s);
     }
   });
 }

@@ -99,7 +99,7 @@ struct BwdArgs {
   // (docs/performance.md, hopper session 17).
   const int2* inverse[3];
   WorkItems items;  // heads: of the block operand, query heads (dQ) or kv heads (dK/dV)
-  int* claim;       // the items' claim counter (pipeline.cuh: for_each_claimed_item), zero at launch
+  int* claim;       // the items' claim counter (pipeline.cuh: for_each_claimed_item), zero at launch; null: static order
 };
 
 struct BwdBarriers {
