@@ -109,11 +109,12 @@ int64_t reduction_working_set(const Params& p, const Geo& g, int sms) {
 // Grids with many work items per SM claim them at run time, in order
 // (pipeline.cuh: for_each_claimed_item); with few, the static order's tail
 // is shorter.
+bool many_items(const Params& p, int64_t n_items) { return n_items >= 4 * int64_t(device_info(p.device.index).sms); }
 bool claims_items(const Params& p, int64_t n_items) {
   // Test knob, read per call: NHOOD_HOPPER_CLAIM_ITEMS=1 claims on any grid, =0 never.
   if (const char* env = std::getenv("NHOOD_HOPPER_CLAIM_ITEMS"); env && (env[0] == '0' || env[0] == '1'))
     return env[0] == '1';
-  return n_items >= 4 * int64_t(device_info(p.device.index).sms);
+  return many_items(p, n_items);
 }
 
 // The single backward pass (dQ by float32 TMA reductions: 5 GEMMs per step
@@ -130,7 +131,7 @@ bool single_pass_pays(const Params& p, const Geo& g, int64_t n_items) {
   if (const char* env = std::getenv("NHOOD_HOPPER_SINGLE_PASS"); env && (env[0] == '0' || env[0] == '1'))
     return env[0] == '1';
   const DeviceInfo& d = device_info(p.device.index);
-  return n_items >= 4 * int64_t(d.sms) && reduction_working_set(p, g, d.sms) <= d.l2_bytes;
+  return many_items(p, n_items) && reduction_working_set(p, g, d.sms) <= d.l2_bytes;
 }
 
 std::string common_unsupported(const Params& p) {
